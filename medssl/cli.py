@@ -1,0 +1,186 @@
+"""The ``medssl`` command: a thin typer layer over importable functions.
+
+Every command parses its options, loads what it needs and calls one function; heavy imports
+(torch, MONAI, SimpleITK) happen inside the command bodies so that ``medssl --help`` is instant.
+User errors (:class:`medssl.errors.MedsslError`) print one line and exit 1; ``--debug`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medssl import __version__
+from medssl.errors import MedsslError
+
+app = typer.Typer(
+    name="medssl",
+    help="Semi- and self-supervised learning for 3D medical imaging with scarce labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Inspect, check and cache data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_STATE = {"debug": bool(os.environ.get("MEDSSL_DEBUG"))}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medssl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    if debug:
+        _STATE["debug"] = True
+
+
+# --------------------------------------------------------------------------------------- data
+@data_app.command("info")
+def data_info(
+    path: Annotated[Path, typer.Argument(help="NIfTI/NRRD/MHA file or DICOM series folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Shape, spacing, origin, direction, orientation, dtype and intensity range of a volume.
+
+    Arrays are in (x, y, z) order everywhere in medssl; spacing is in the same order, in mm;
+    origin/direction are LPS (as ITK/DICOM); orientation is the RAS+ axis code (as nibabel).
+    """
+    from medssl.data.io import read_volume
+    from medssl.data.volume import volume_info
+
+    info = volume_info(read_volume(path))
+    info = {"path": str(path), **info}
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    fmt = lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
+    d = info["direction"]
+    lines = [
+        f"path         {info['path']}",
+        f"format       {info.get('format', '?')}" + (f" ({info['modality']})" if info.get("modality") else ""),
+        f"shape        {' x '.join(map(str, info['shape']))}   (x, y, z)",
+        f"spacing      {fmt(info['spacing'])} mm",
+        f"origin       {fmt(info['origin'])} mm (LPS)",
+        f"direction    [{fmt(d[0:3])}] [{fmt(d[3:6])}] [{fmt(d[6:9])}]",
+        f"orientation  {info['orientation']} (RAS+ code)",
+        f"dtype        {info['dtype']}",
+        f"range        {info['min']:.6g} .. {info['max']:.6g}   (mean {info['mean']:.4g})",
+    ]
+    if info.get("nonfinite_voxels"):
+        lines.append(f"non-finite   {info['nonfinite_voxels']} voxels (NaN/inf)")
+    typer.echo("\n".join(lines))
+
+
+@data_app.command("check")
+def data_check(
+    root: Annotated[Path, typer.Argument(help="Dataset folder (medssl / nnU-Net v2 layout).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
+) -> None:
+    """Report every problem per case (geometry mismatch, undeclared labels, NaNs, empty or unreadable files)."""
+    from medssl.data.check import check_dataset
+
+    report = check_dataset(root, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        typer.echo(report.format())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("cache")
+def data_cache(
+    root: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default <root>/.medssl_cache).")] = None,
+) -> None:
+    """Convert every volume of a dataset once into the memory-mapped cache used for training."""
+    from medssl.data.cache import cache_dataset
+
+    out = cache_dataset(root, cache_dir=cache_dir, progress=True)
+    typer.echo(f"cache ready: {out}")
+
+
+@data_app.command("medmnist")
+def data_medmnist(
+    flag: Annotated[str, typer.Argument(help="Dataset flag, e.g. breastmnist, adrenalmnist3d.")],
+    size: Annotated[int, typer.Option(help="Image size: 28, 64, 128, 224 (2D) or 28, 64 (3D).")] = 28,
+    root: Annotated[
+        Optional[Path], typer.Option(help="Folder with the official .npz files (default $MEDMNIST_ROOT).")
+    ] = None,
+    download: Annotated[bool, typer.Option(help="Download the file if it is missing (needs internet).")] = False,
+) -> None:
+    """Verify a local MedMNIST file against the official md5 and print its splits."""
+    from medssl.data.medmnist import medmnist_summary
+
+    typer.echo(json.dumps(medmnist_summary(flag, size=size, root=root, download=download), indent=2))
+
+
+# ------------------------------------------------------------------------------ sample data
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Folder to create the dataset in.")] = Path("sample_data/phantoms"),
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 0,
+    labeled: Annotated[int, typer.Option(help="Labeled training cases.")] = 4,
+    unlabeled: Annotated[int, typer.Option(help="Unlabeled cases.")] = 36,
+    test: Annotated[int, typer.Option(help="Labeled test cases.")] = 8,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing dataset in OUT.")] = False,
+) -> None:
+    """Generate a small 3D segmentation dataset of phantoms (organ-like shapes, noise, bias field)."""
+    from medssl.data.phantoms import generate_sample_data
+
+    path = generate_sample_data(out, seed=seed, n_labeled=labeled, n_unlabeled=unlabeled, n_test=test, force=force)
+    typer.echo(f"sample data written to {path}")
+
+
+# ---------------------------------------------------------------------------------- training
+@app.command("train")
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML recipe, e.g. configs/supervised/phantoms.yaml.")],
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a config key: --set trainer.max_steps=100.")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its last checkpoint.")] = False,
+) -> None:
+    """Train a model from a recipe; writes config, checkpoints, metrics log and metrics.json."""
+    from medssl.config import load_config
+    from medssl.engines.train import run_training
+
+    cfg = load_config(config, set_)
+    result = run_training(cfg, out=out, resume=resume)
+    if result.get("rank", 0) == 0:
+        typer.echo(result["summary"])
+
+
+def main() -> None:
+    """Console entry point: runs the app and turns user errors into one-line messages."""
+    try:
+        app()  # standalone: typer handles usage errors and exits itself
+    except MedsslError as exc:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted (a training run continues with --resume)", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

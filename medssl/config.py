@@ -1,0 +1,190 @@
+"""Typed run configuration: YAML in, validated objects out.
+
+Only the CLI and the engines see these objects; library classes (networks, losses, datasets)
+take plain keyword arguments. Validation uses pydantic with ``extra="forbid"`` so that a typo in
+a key is an error naming the key rather than a silently ignored setting.
+
+A config file may name a base recipe with ``base: other.yaml`` (relative to itself); keys of
+the file override the base's, recursively. ``--set a.b=value`` overrides are applied last, with
+``value`` parsed as YAML (so ``--set trainer.max_steps=10`` gives an int, ``[64,64,32]`` a list).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medssl.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the dataset is and how patches are drawn from it."""
+
+    root: Path = Field(Path("sample_data/phantoms"), description="dataset folder (medssl format)")
+    cache_dir: Path | None = Field(None, description="volume cache; default <root>/.medssl_cache")
+    patch_size: tuple[int, int, int] = (64, 64, 32)
+    batch_size: int = Field(2, ge=1)
+    fg_fraction: float = Field(0.67, ge=0.0, le=1.0, description="share of patches centred on foreground")
+    intensity: Literal["zscore", "ct"] = "zscore"
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    num_workers: int = Field(0, ge=0)
+    num_labeled: int | None = Field(None, ge=1, description="use only the first N labeled cases")
+    extra_labels: Path | None = Field(None, description="reviewed pseudo-label manifest to add")
+
+
+class ModelConfig(_Strict):
+    name: Literal["unet"] = "unet"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["instance", "batch"] = "instance"
+
+    @field_validator("strides")
+    @classmethod
+    def _strides_match(cls, v, info):
+        chans = info.data.get("channels")
+        if chans is not None and len(v) != len(chans) - 1:
+            raise ValueError(f"needs len(channels)-1 = {len(chans) - 1} strides, got {len(v)}")
+        return v
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    scheduler: Literal["cosine", "poly", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class TrainerConfig(_Strict):
+    max_steps: int = Field(400, ge=1)
+    val_every: int = Field(100, ge=1, description="validate and checkpoint every N steps")
+    precision: Literal["32", "bf16"] = "32"
+    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    devices: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    progress: bool = True
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
+
+
+class ValConfig(_Strict):
+    roi_size: tuple[int, int, int] | None = Field(None, description="sliding-window ROI; default patch_size")
+    sw_batch_size: int = Field(2, ge=1)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    split: Literal["test", "train"] = "test"
+    max_cases: int | None = Field(None, ge=1)
+
+
+class RunConfig(_Strict):
+    """One training run: a method plus data, model, optimiser, trainer and validation settings."""
+
+    method: Literal["supervised"] = "supervised"
+    name: str = "run"
+    init_from: Path | None = Field(None, description="checkpoint whose matching weights initialise the model")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    val: ValConfig = ValConfig()
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path)
+    if path.resolve() in seen:
+        raise ConfigError("config 'base' chain loops back to this file", path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"is not valid YAML: {exc}", path) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a YAML mapping of keys to values", path)
+    base = raw.pop("base", None)
+    if base is not None:
+        raw = _deep_merge(_load_yaml(path.parent / base, seen + (path.resolve(),)), raw)
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` strings to a raw config dict (values parsed as YAML)."""
+    import yaml
+
+    raw = dict(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key.sub=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p, {}), dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node[p] = dict(node.get(p, {}))
+            node = node[p]
+        node[parts[-1]] = parsed
+    return raw
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    msgs = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            msgs.append(f"unknown key '{key}'")
+        else:
+            msgs.append(f"'{key}': {err['msg']}")
+    return f"{source}: " + "; ".join(msgs)
+
+
+def build_config(raw: dict, source: str = "config", model: type[BaseModel] = RunConfig) -> BaseModel:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe (or defaults when ``path`` is None), apply ``--set`` overrides, validate."""
+    raw = _load_yaml(Path(path)) if path is not None else {}
+    raw = apply_overrides(raw, overrides)
+    cfg = build_config(raw, source=str(path) if path else "config")
+    if path is not None:  # relative data paths are relative to the working directory, as typed
+        pass
+    return cfg  # type: ignore[return-value]
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written into every run folder)."""
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def get_by_path(obj: Any, key: str) -> Any:
+    for p in key.split("."):
+        obj = getattr(obj, p)
+    return obj

@@ -1,0 +1,1 @@
+"""Data layer: reading/writing volumes with their geometry, DICOM series, caches, datasets."""

