@@ -35,7 +35,6 @@ class DataConfig(_Strict):
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     num_workers: int = Field(0, ge=0)
     num_labeled: int | None = Field(None, ge=1, description="use only the first N labeled cases")
-    extra_labels: Path | None = Field(None, description="reviewed pseudo-label manifest to add")
 
 
 class ModelConfig(_Strict):

@@ -1,0 +1,163 @@
+"""Torch datasets for segmentation: random training patches and whole validation volumes.
+
+Training patches are a pure function of ``(seed, index)``: the sampler hands out global indices
+``epoch * len + i`` (sharded over DDP ranks), so a run resumed from a checkpoint draws exactly the
+patches the uninterrupted run would have drawn, whatever the number of DataLoader workers.
+Volumes are read through the memory-mapped :class:`~medssl.data.cache.VolumeCache`, never by
+decoding the source files per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from medssl.data.cache import VolumeCache
+from medssl.data.dataset import Case
+from medssl.data.intensity import IntensityNorm, fit_intensity
+from medssl.data.patches import crop_patch, sample_patch_start
+
+
+class _CaseVolumes:
+    """Per-case arrays, intensity statistics and foreground locations, computed once per process."""
+
+    def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str, ct_window: tuple[float, float]):
+        self.cases = list(cases)
+        self.cache_dir = Path(cache_dir)
+        self.intensity = intensity
+        self.ct_window = tuple(ct_window)
+        self._cache: VolumeCache | None = None
+        self._norms: dict[int, IntensityNorm] = {}
+        self._fg: dict[int, dict] = {}
+
+    @property
+    def cache(self) -> VolumeCache:
+        if self._cache is None:  # created lazily so the object pickles cheaply into workers
+            self._cache = VolumeCache(self.cache_dir)
+        return self._cache
+
+    def image(self, i: int) -> np.ndarray:
+        return self.cache.get(self.cases[i].image).array
+
+    def label(self, i: int) -> np.ndarray:
+        return self.cache.get(self.cases[i].label).array
+
+    def norm(self, i: int) -> IntensityNorm:
+        if i not in self._norms:
+            self._norms[i] = fit_intensity(self.image(i), self.intensity, self.ct_window)
+        return self._norms[i]
+
+    def fg_locations(self, i: int) -> dict:
+        if i not in self._fg:
+            self._fg[i] = self.cache.foreground_locations(self.cases[i].label)
+        return self._fg[i]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+
+class PatchDataset(Dataset):
+    """Random patches for training.
+
+    Each item is a dict with ``image`` ``(1, *patch_size)`` float32 and, when the cases carry
+    labels, ``label`` ``(1, *patch_size)`` int64.
+
+    Args:
+        cases: cases to sample from (uniformly).
+        cache_dir: volume cache folder.
+        patch_size: patch size ``(X, Y, Z)``.
+        length: items per epoch (the sampler defines which global indices are drawn).
+        seed: base seed; item ``index`` uses ``np.random.default_rng([seed, index])``.
+        fg_fraction: share of patches centred on a random foreground voxel (labeled cases only).
+        intensity: ``"zscore"`` or ``"ct"``, see :func:`medssl.data.intensity.fit_intensity`.
+        ct_window: HU window for ``"ct"``.
+        labeled: whether to return labels (False for unlabeled pools).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        cache_dir: Path,
+        patch_size: Sequence[int],
+        length: int,
+        seed: int = 0,
+        fg_fraction: float = 0.5,
+        intensity: str = "zscore",
+        ct_window: tuple[float, float] = (-1000.0, 1000.0),
+        labeled: bool = True,
+    ):
+        if not cases:
+            raise ValueError("PatchDataset needs at least one case")
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.length = int(length)
+        self.seed = int(seed)
+        self.fg_fraction = float(fg_fraction)
+        self.labeled = labeled
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(index)])
+        i = int(rng.integers(len(self.vols.cases)))
+        img = self.vols.image(i)
+        norm = self.vols.norm(i)
+        fg = self.vols.fg_locations(i) if self.labeled else None
+        start = sample_patch_start(img.shape, self.patch_size, rng, fg_locations=fg, fg_fraction=self.fg_fraction if fg else 0.0)
+        pad = norm.lo if np.isfinite(norm.lo) else 0.0
+        item = {"image": torch.from_numpy(norm(crop_patch(img, start, self.patch_size, pad_value=pad)))[None]}
+        if self.labeled:
+            lab = crop_patch(self.vols.label(i), start, self.patch_size, pad_value=0)
+            item["label"] = torch.from_numpy(lab.astype(np.int64))[None]
+        return item
+
+
+class VolumeDataset(Dataset):
+    """Whole normalised volumes (for sliding-window validation and inference).
+
+    Items: ``image`` ``(1, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` int64 when present,
+    ``name`` the case name.
+    """
+
+    def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str = "zscore", ct_window=(-1000.0, 1000.0)):
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window)
+
+    def __len__(self) -> int:
+        return len(self.vols.cases)
+
+    def __getitem__(self, i: int) -> dict:
+        case = self.vols.cases[i]
+        item = {"image": torch.from_numpy(self.vols.norm(i)(self.vols.image(i)))[None], "name": case.name}
+        if case.label is not None:
+            item["label"] = torch.from_numpy(np.asarray(self.vols.label(i)).astype(np.int64))[None]
+        return item
+
+
+class EpochSampler(Sampler[int]):
+    """Yields global indices ``epoch * length + i`` for this rank's share of ``i``.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch (also after a resume), which
+    makes the drawn patches depend only on the epoch and position, never on process history.
+    """
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.length, self.rank, self.world_size = int(length), int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        base = self.epoch * self.length
+        return iter(range(base + self.rank, base + self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return math.ceil((self.length - self.rank) / self.world_size)

@@ -1,0 +1,1 @@
+"""Training-loop glue around PyTorch Lightning: data modules, callbacks, checkpoints, runs."""

@@ -1,0 +1,62 @@
+"""Lightning data module for segmentation datasets in the medssl folder format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from medssl.data.dataset import Case
+from medssl.data.seg_dataset import EpochSampler, PatchDataset, VolumeDataset
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Random training patches from ``train_cases``; whole ``val_cases`` for validation.
+
+    One epoch is ``steps_per_epoch`` optimiser steps on every rank; the sampler shards the global
+    patch indices over DDP ranks itself (Lightning's ``DistributedSampler`` is disabled).
+    """
+
+    def __init__(
+        self,
+        train_cases: Sequence[Case],
+        val_cases: Sequence[Case],
+        cache_dir: Path,
+        patch_size: Sequence[int],
+        batch_size: int,
+        steps_per_epoch: int,
+        seed: int = 0,
+        fg_fraction: float = 0.5,
+        intensity: str = "zscore",
+        ct_window: tuple[float, float] = (-1000.0, 1000.0),
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.train_cases, self.val_cases = list(train_cases), list(val_cases)
+        self.cache_dir = Path(cache_dir)
+        self.patch_size, self.batch_size = tuple(patch_size), batch_size
+        self.steps_per_epoch, self.seed = steps_per_epoch, seed
+        self.fg_fraction, self.intensity, self.ct_window = fg_fraction, intensity, tuple(ct_window)
+        self.num_workers = num_workers
+
+    def _loader_kwargs(self) -> dict:
+        return dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer else 1
+        rank = self.trainer.global_rank if self.trainer else 0
+        length = self.steps_per_epoch * self.batch_size * world
+        ds = PatchDataset(
+            self.train_cases, self.cache_dir, self.patch_size, length, seed=self.seed,
+            fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
+        )
+        sampler = EpochSampler(length, rank=rank, world_size=world)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer else 1
+        rank = self.trainer.global_rank if self.trainer else 0
+        ds = VolumeDataset(self.val_cases[rank::world], self.cache_dir, self.intensity, self.ct_window)
+        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)

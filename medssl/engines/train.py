@@ -1,0 +1,203 @@
+"""``medssl train``: build data, model and trainer from a typed config; run, resume, report.
+
+Run folder layout::
+
+    OUT/config.yaml          the resolved config (after --set overrides)
+    OUT/checkpoints/last.ckpt  written atomically after every validation (resume point)
+    OUT/checkpoints/best.ckpt  best mean validation Dice so far
+    OUT/metrics.jsonl        training loss / LR every log_every steps, and every validation
+    OUT/metrics.json         final validation metrics (mean Dice per class and overall)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+from medssl.config import RunConfig, dump_config
+from medssl.errors import ConfigError, DataError
+
+
+def _rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> Path:
+    """Create (or, with ``resume``, reopen) the run folder; write the resolved config atomically."""
+    from medssl.data.io import write_atomic_text
+
+    out = Path(out) if out is not None else Path("runs") / cfg.name
+    last = out / "checkpoints" / "last.ckpt"
+    if _rank() == 0:
+        if last.exists() and not resume:
+            raise DataError("this run folder already has checkpoints: add --resume to continue it, or choose another --out", out)
+        if resume and (out / "config.yaml").exists():
+            old = (out / "config.yaml").read_text()
+            if old != dump_config(cfg):
+                logging.getLogger("medssl").warning("config differs from the one the run started with; using the new one")
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic_text(out / "config.yaml", dump_config(cfg))
+    return out
+
+
+def build_cases(cfg: RunConfig):
+    """Training and validation cases of the dataset named by ``cfg.data``."""
+    from medssl.data.dataset import list_cases, read_dataset_json
+
+    root = cfg.data.root
+    spec = read_dataset_json(root)
+    train = [c for c in list_cases(root, "train", spec) if c.label is not None]
+    if not train:
+        raise DataError("no labeled training cases (imagesTr/ + labelsTr/); run `medssl data check` on it", root)
+    if cfg.data.num_labeled is not None:
+        if cfg.data.num_labeled > len(train):
+            raise ConfigError(f"data.num_labeled={cfg.data.num_labeled} but {root} has only {len(train)} labeled cases")
+        train = train[: cfg.data.num_labeled]
+    val = [c for c in list_cases(root, cfg.val.split, spec) if c.label is not None]
+    if not val:
+        raise DataError(f"no labeled {cfg.val.split} cases for validation (imagesTs/ + labelsTs/)", root)
+    if cfg.val.max_cases:
+        val = val[: cfg.val.max_cases]
+    return spec, train, val
+
+
+def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
+    """Convert every case once into the memory-mapped cache (images, labels, fg locations)."""
+    from tqdm.auto import tqdm
+
+    from medssl.data.cache import VolumeCache
+
+    cache = VolumeCache(cache_dir)
+    for case in tqdm(cases, desc="caching volumes", disable=not progress, leave=False):
+        cache.get(case.image)
+        if case.label is not None:
+            cache.get(case.label)
+            cache.foreground_locations(case.label)
+
+
+def build_model(cfg: RunConfig, spec):
+    """The method's LightningModule from the config (plain keyword arguments below this point)."""
+    from medssl.methods import get_method
+    from medssl.nets import build_network
+
+    net = build_network(
+        cfg.model.name, spatial_dims=3, in_channels=1, out_channels=spec.num_classes,
+        channels=cfg.model.channels, strides=cfg.model.strides, num_res_units=cfg.model.num_res_units,
+        dropout=cfg.model.dropout, norm=cfg.model.norm,
+    )
+    cls = get_method(cfg.method)
+    return cls(
+        net=net, num_classes=spec.num_classes, class_names=spec.class_names,
+        roi_size=cfg.val.roi_size or cfg.data.patch_size, sw_batch_size=cfg.val.sw_batch_size, overlap=cfg.val.overlap,
+        optimizer=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        scheduler=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.trainer.max_steps,
+        extra_state={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "dataset": spec.to_json()},
+    )
+
+
+def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) -> dict:
+    """Train ``cfg`` into run folder ``out``; returns the final metrics and a one-line summary.
+
+    Deterministic on CPU for a given seed (patches are a function of seed and step; see
+    :mod:`medssl.data.seg_dataset`); ``resume`` continues from ``OUT/checkpoints/last.ckpt`` with
+    the same optimiser, LR schedule, step and RNG state.
+    """
+    _quiet_lightning()
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from medssl.data.io import write_atomic_text
+    from medssl.engines.callbacks import MetricsLog, StepProgressBar
+    from medssl.engines.checkpoint import AtomicCheckpointIO, load_matching_weights
+    from medssl.engines.datamodule import SegDataModule
+
+    t0 = time.time()
+    out = prepare_run_dir(cfg, out, resume)
+    tc = cfg.trainer
+    if tc.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator=gpu but no CUDA device is available; use --set trainer.accelerator=cpu")
+    threads = tc.threads
+    if threads is None and tc.accelerator == "cpu" and tc.devices > 1:
+        threads = max(1, (os.cpu_count() or 1) // tc.devices)
+    if threads:
+        torch.set_num_threads(threads)
+    pl.seed_everything(tc.seed, workers=True, verbose=False)
+
+    spec, train_cases, val_cases = build_cases(cfg)
+    cache_dir = cfg.data.cache_dir or Path(cfg.data.root) / ".medssl_cache"
+    warm_cache(train_cases + val_cases, cache_dir, progress=tc.progress and _rank() == 0)
+
+    model = build_model(cfg, spec)
+    if cfg.init_from is not None and not resume:
+        loaded, skipped = load_matching_weights(model.net, cfg.init_from, strip="net.")
+        if _rank() == 0:
+            print(f"init_from {cfg.init_from}: {len(loaded)} tensors loaded, {len(skipped)} kept from random init")
+
+    steps_per_epoch = min(tc.val_every, tc.max_steps)
+    dm = SegDataModule(
+        train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, steps_per_epoch,
+        seed=tc.seed, fg_fraction=cfg.data.fg_fraction, intensity=cfg.data.intensity,
+        ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers,
+    )
+    ckpt_dir = out / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
+                        save_last=True, every_n_epochs=1, enable_version_counter=False),
+        MetricsLog(out / "metrics.jsonl", every=tc.log_every),
+    ]
+    if tc.progress:
+        callbacks.append(StepProgressBar(refresh_rate=max(1, min(10, tc.log_every))))
+    trainer = pl.Trainer(
+        default_root_dir=out, max_steps=tc.max_steps, max_epochs=-1, check_val_every_n_epoch=1,
+        num_sanity_val_steps=0, precision="bf16-mixed" if tc.precision == "bf16" else "32-true",
+        accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        strategy=tc.strategy, callbacks=callbacks, logger=False, enable_model_summary=False,
+        enable_progress_bar=tc.progress, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=tc.log_every,
+    )
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = last if resume and last.exists() else None
+    if resume and ckpt_path is None and trainer.is_global_zero:
+        print(f"no checkpoint in {ckpt_dir}: starting from scratch")
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    if model.last_val_metrics.get("step") != trainer.global_step:
+        trainer.validate(model, datamodule=dm, verbose=False)
+    metrics = model.last_val_metrics
+    result = {
+        "method": cfg.method,
+        "step": int(trainer.global_step),
+        "dice_mean": metrics.get("val/dice_mean"),
+        "dice": {n: metrics.get(f"val/dice_{n}") for n in spec.class_names[1:]},
+        "n_val_cases": metrics.get("n_cases"),
+        "val_split": cfg.val.split,
+        "checkpoint": str(last),
+        "best_checkpoint": str(ckpt_dir / "best.ckpt"),
+        "wall_time_s": round(time.time() - t0, 1),
+        "rank": trainer.global_rank,
+    }
+    # last.ckpt was written before the final validation when max_steps isn't a multiple of
+    # val_every; save again (a collective call under DDP: every rank must make it).
+    trainer.save_checkpoint(last)
+    if trainer.is_global_zero:
+        write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    per_class = ", ".join(f"{n} {v:.3f}" for n, v in result["dice"].items() if v is not None and not math.isnan(v))
+    result["summary"] = (
+        f"validation Dice {result['dice_mean']:.3f} ({per_class}) on {result['n_val_cases']} {cfg.val.split} cases "
+        f"after {result['step']} steps, {result['wall_time_s']:.0f} s\n"
+        f"checkpoint: {last}\nmetrics:    {out / 'metrics.json'}"
+    )
+    return result

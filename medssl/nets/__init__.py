@@ -1,0 +1,15 @@
+"""Networks: factories over ``monai.networks`` with ``spatial_dims`` so 2D and 3D share code."""
+
+from __future__ import annotations
+
+from medssl.nets.unet import build_unet
+
+#: network name -> factory taking plain keyword arguments (explicit registry, no discovery)
+NETWORKS = {"unet": build_unet}
+
+
+def build_network(name: str, **kwargs):
+    """Build a registered network by name with plain keyword arguments."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; available: {sorted(NETWORKS)}")
+    return NETWORKS[name](**kwargs)
