@@ -55,6 +55,9 @@ def _root(
 def data_info(
     path: Annotated[Path, typer.Argument(help="NIfTI/NRRD/MHA file or DICOM series folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    series: Annotated[
+        Optional[str], typer.Option(help="DICOM folder with several series: the series key (or a prefix) to read.")
+    ] = None,
 ) -> None:
     """Shape, spacing, origin, direction, orientation, dtype and intensity range of a volume.
 
@@ -64,7 +67,7 @@ def data_info(
     from medssl.data.io import read_volume
     from medssl.data.volume import volume_info
 
-    info = volume_info(read_volume(path))
+    info = volume_info(read_volume(path, series=series))
     info = {"path": str(path), **info}
     if as_json:
         typer.echo(json.dumps(info))

@@ -87,10 +87,10 @@ def _read_sitk(path: Path) -> Volume:
     )
 
 
-def _read_dicom(path: Path) -> Volume:
+def _read_dicom(path: Path, series: str | None = None) -> Volume:
     from medssl.data.dicom import read_dicom_series
 
-    return read_dicom_series(path)
+    return read_dicom_series(path, series=series)
 
 
 #: format name -> reader. A folder is always read as a DICOM series.
@@ -102,8 +102,10 @@ READERS: dict[str, Callable[[Path], Volume]] = {
 }
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, series: str | None = None) -> Volume:
     """Read a volume file (NIfTI, NRRD, MHA) or a DICOM series folder.
+
+    ``series`` picks one series (its key or a unique prefix) in a folder that holds several.
 
     Raises:
         DataError: the path is missing, of an unknown format, or cannot be decoded.
@@ -112,7 +114,7 @@ def read_volume(path: str | Path) -> Volume:
     if not path.exists():
         raise DataError("no such file or folder", path)
     if path.is_dir():
-        return READERS["DICOM"](path)
+        return _read_dicom(path, series)
     fmt = file_format(path)
     if fmt is None:
         raise DataError(
