@@ -1,15 +1,14 @@
 """Torch datasets for segmentation: random training patches and whole validation volumes.
 
-Training patches are a pure function of ``(seed, index)``: the sampler hands out global indices
-``epoch * len + i`` (sharded over DDP ranks), so a run resumed from a checkpoint draws exactly the
-patches the uninterrupted run would have drawn, whatever the number of DataLoader workers.
+Training patches are a pure function of ``(seed, index)``, and the sampler derives indices from
+the optimiser step (and DDP rank), so a run resumed from a checkpoint draws exactly the patches
+the uninterrupted run would have drawn, whatever the number of DataLoader workers.
 Volumes are read through the memory-mapped :class:`~medssl.data.cache.VolumeCache`, never by
 decoding the source files per sample.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -73,7 +72,7 @@ class PatchDataset(Dataset):
         cases: cases to sample from (uniformly).
         cache_dir: volume cache folder.
         patch_size: patch size ``(X, Y, Z)``.
-        length: items per epoch (the sampler defines which global indices are drawn).
+        length: nominal number of items (the sampler decides which global indices are drawn).
         seed: base seed; item ``index`` uses ``np.random.default_rng([seed, index])``.
         fg_fraction: share of patches centred on a random foreground voxel (labeled cases only).
         intensity: ``"zscore"`` or ``"ct"``, see :func:`medssl.data.intensity.fit_intensity`.
@@ -141,23 +140,30 @@ class VolumeDataset(Dataset):
         return item
 
 
-class EpochSampler(Sampler[int]):
-    """Yields global indices ``epoch * length + i`` for this rank's share of ``i``.
+class StepSampler(Sampler[int]):
+    """Patch indices for optimiser steps ``start .. total_steps - 1`` of one rank.
 
-    Lightning calls :meth:`set_epoch` at the start of every epoch (also after a resume), which
-    makes the drawn patches depend only on the epoch and position, never on process history.
+    Step ``t`` of rank ``r`` uses global indices ``(t * world_size + r) * batch_size + b``.
+    ``start_step`` is asked when iteration begins, i.e. after a checkpoint is restored, so a
+    resumed run continues with exactly the patches the uninterrupted run would have drawn
+    (Lightning does not fast-forward plain DataLoaders on a mid-epoch restart).
+
+    Args:
+        total_steps: optimiser steps of the whole run (the run is one long epoch).
+        batch_size: patches per step and rank.
+        rank, world_size: DDP position.
+        start_step: callable returning the first step to draw (the trainer's global step).
     """
 
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
-        self.length, self.rank, self.world_size = int(length), int(rank), int(world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def __init__(self, total_steps: int, batch_size: int, rank: int = 0, world_size: int = 1, start_step=lambda: 0):
+        self.total_steps, self.batch_size = int(total_steps), int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.start_step = start_step
 
     def __iter__(self):
-        base = self.epoch * self.length
-        return iter(range(base + self.rank, base + self.length, self.world_size))
+        for t in range(int(self.start_step()), self.total_steps):
+            base = (t * self.world_size + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
 
     def __len__(self) -> int:
-        return math.ceil((self.length - self.rank) / self.world_size)
+        return self.total_steps * self.batch_size

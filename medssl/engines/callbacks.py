@@ -25,7 +25,7 @@ class MetricsLog(pl.Callback):
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:  # after a checkpoint is restored
         if not trainer.is_global_zero or not self.path.exists():
             return
         keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= trainer.global_step]

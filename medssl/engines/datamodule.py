@@ -9,14 +9,15 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from medssl.data.dataset import Case
-from medssl.data.seg_dataset import EpochSampler, PatchDataset, VolumeDataset
+from medssl.data.seg_dataset import PatchDataset, StepSampler, VolumeDataset
 
 
 class SegDataModule(pl.LightningDataModule):
     """Random training patches from ``train_cases``; whole ``val_cases`` for validation.
 
-    One epoch is ``steps_per_epoch`` optimiser steps on every rank; the sampler shards the global
-    patch indices over DDP ranks itself (Lightning's ``DistributedSampler`` is disabled).
+    The whole run is one epoch of ``max_steps`` optimiser steps (validation every N steps is the
+    trainer's business); the sampler shards patch indices over DDP ranks itself (Lightning's
+    ``DistributedSampler`` is disabled) and starts at the trainer's step after a resume.
     """
 
     def __init__(
@@ -26,7 +27,7 @@ class SegDataModule(pl.LightningDataModule):
         cache_dir: Path,
         patch_size: Sequence[int],
         batch_size: int,
-        steps_per_epoch: int,
+        max_steps: int,
         seed: int = 0,
         fg_fraction: float = 0.5,
         intensity: str = "zscore",
@@ -37,7 +38,7 @@ class SegDataModule(pl.LightningDataModule):
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.cache_dir = Path(cache_dir)
         self.patch_size, self.batch_size = tuple(patch_size), batch_size
-        self.steps_per_epoch, self.seed = steps_per_epoch, seed
+        self.max_steps, self.seed = max_steps, seed
         self.fg_fraction, self.intensity, self.ct_window = fg_fraction, intensity, tuple(ct_window)
         self.num_workers = num_workers
 
@@ -47,12 +48,13 @@ class SegDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
-        length = self.steps_per_epoch * self.batch_size * world
         ds = PatchDataset(
-            self.train_cases, self.cache_dir, self.patch_size, length, seed=self.seed,
-            fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
+            self.train_cases, self.cache_dir, self.patch_size, self.max_steps * self.batch_size * world,
+            seed=self.seed, fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
         )
-        sampler = EpochSampler(length, rank=rank, world_size=world)
+        trainer = self.trainer
+        sampler = StepSampler(self.max_steps, self.batch_size, rank=rank, world_size=world,
+                              start_step=lambda: trainer.global_step if trainer else 0)
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:

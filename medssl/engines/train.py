@@ -33,6 +33,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # our StepSampler restarts at the restored global step, so a mid-epoch resume is exact
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
 def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> Path:
@@ -115,10 +117,11 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     :mod:`medssl.data.seg_dataset`); ``resume`` continues from ``OUT/checkpoints/last.ckpt`` with
     the same optimiser, LR schedule, step and RNG state.
     """
-    _quiet_lightning()
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
+
+    _quiet_lightning()  # after the import: Lightning sets its loggers to INFO when imported
 
     from medssl.data.io import write_atomic_text
     from medssl.engines.callbacks import MetricsLog, StepProgressBar
@@ -147,22 +150,23 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         if _rank() == 0:
             print(f"init_from {cfg.init_from}: {len(loaded)} tensors loaded, {len(skipped)} kept from random init")
 
-    steps_per_epoch = min(tc.val_every, tc.max_steps)
     dm = SegDataModule(
-        train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, steps_per_epoch,
+        train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, tc.max_steps,
         seed=tc.seed, fg_fraction=cfg.data.fg_fraction, intensity=cfg.data.intensity,
         ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers,
     )
     ckpt_dir = out / "checkpoints"
     callbacks = [
+        # saved at every validation (the run is one long epoch; validation every val_every steps)
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
-                        save_last=True, every_n_epochs=1, enable_version_counter=False),
+                        save_last=True, every_n_epochs=1, save_on_train_epoch_end=False,
+                        enable_version_counter=False),
         MetricsLog(out / "metrics.jsonl", every=tc.log_every),
     ]
     if tc.progress:
         callbacks.append(StepProgressBar(refresh_rate=max(1, min(10, tc.log_every))))
     trainer = pl.Trainer(
-        default_root_dir=out, max_steps=tc.max_steps, max_epochs=-1, check_val_every_n_epoch=1,
+        default_root_dir=out, max_steps=tc.max_steps, max_epochs=1, val_check_interval=min(tc.val_every, tc.max_steps), check_val_every_n_epoch=None,
         num_sanity_val_steps=0, precision="bf16-mixed" if tc.precision == "bf16" else "32-true",
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, callbacks=callbacks, logger=False, enable_model_summary=False,
@@ -191,7 +195,7 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     }
     # last.ckpt was written before the final validation when max_steps isn't a multiple of
     # val_every; save again (a collective call under DDP: every rank must make it).
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)  # full state (loops, optimiser) for --resume
     if trainer.is_global_zero:
         write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     per_class = ", ".join(f"{n} {v:.3f}" for n, v in result["dice"].items() if v is not None and not math.isnan(v))
