@@ -171,8 +171,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw = _load_yaml(Path(path)) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     cfg = build_config(raw, source=str(path) if path else "config")
-    if path is not None:  # relative data paths are relative to the working directory, as typed
-        pass
     return cfg  # type: ignore[return-value]
 
 
