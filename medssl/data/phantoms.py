@@ -407,7 +407,8 @@ def _tissue_table(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.
     soft = rng.uniform(0.62, 0.85) * liver  # muscle: the liver's contrast to it varies per case
     vessel_bright = rng.random() < 0.6  # contrast-enhanced vessels, or dark flow voids
     vessel = rng.uniform(650, 900) if vessel_bright else rng.uniform(120, 300)
-    cortex = liver * rng.uniform(0.95, 1.2)
+    # T2-like contrast: kidney cortex and spleen are brighter than liver (by a case-dependent margin)
+    cortex = liver * rng.uniform(1.12, 1.4)
     fat = rng.uniform(750, 900)
     table = {
         _FAT: (fat, 0.04, 0.03),
@@ -422,7 +423,7 @@ def _tissue_table(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.
         _CORTEX: (cortex, 0.05, 0.03),
         _MEDULLA: (cortex * rng.uniform(0.65, 0.85), 0.06, 0.03),
         _SINUS_FAT: (rng.uniform(650, 850), 0.06, 0.0),
-        _SPLEEN: (liver * rng.uniform(0.82, 1.05), 0.05, 0.04),
+        _SPLEEN: (liver * rng.uniform(1.08, 1.3), 0.05, 0.04),
         _LIVER: (liver, 0.05, 0.06),
         _LIVER_VESSEL: (vessel * rng.uniform(0.8, 1.0), 0.04, 0.0),
         _GALLBLADDER: (rng.uniform(80, 250), 0.04, 0.0),
