@@ -1,7 +1,9 @@
 """``medssl data check``: find every problem of a dataset folder before training on it.
 
-The check reads every volume once and reports *all* problems per case instead of stopping at the
-first, so one run gives the full list to fix:
+The check reads every volume once, with :func:`medssl.data.io.read_volume`, and reports *all*
+problems per case instead of stopping at the first, so one run gives the full list to fix. What the
+reader raises (a truncated or corrupt file, a 2D / 4D image) becomes an ``unreadable`` / ``not_3d``
+problem; NaN / inf voxels are counted on the array it returns.
 
 ==================  ========  ===============================================================
 code                severity  meaning
@@ -23,7 +25,8 @@ empty_label         warning   a label map with background only
 class_never_seen    warning   a declared class present in no label map
 duplicate_case      warning   a case name in two splits (possible train/test leakage)
 stray_file          warning   a file that is not read (wrong suffix, leftover temporary file)
-ambiguous_file      error     ``X.nii`` beside ``X.nii.gz``: SimpleITK reads ``X.nii`` for both
+ambiguous_file      warning   ``X.nii`` beside ``X.nii.gz``: two files for one case; only the one
+                              with the dataset's ``file_ending`` is used
 ==================  ========  ===============================================================
 """
 
@@ -180,132 +183,21 @@ def _message(exc: Exception) -> str:
     return text
 
 
-def _header_dimension(path: Path) -> tuple[int, tuple[int, ...]] | None:
-    """``(dimension, size)`` from the file header, or ``None`` when the header cannot be read."""
-    try:
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        return reader.GetDimension(), tuple(reader.GetSize())
-    except Exception:  # noqa: BLE001 - any failure means "unknown"
-        return None
+#: The end of the message of :func:`medssl.data.io.read_volume`'s error for a 2D / 4D image.
+_NOT_3D = "a 3D volume is expected"
 
 
-#: NIfTI datatype code -> numpy float type (the only types that can hold NaN / inf).
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-#: NIfTI datatype code -> bytes per voxel.
-_NIFTI_ITEMSIZE = {
-    2: 1, 256: 1, 4: 2, 512: 2, 8: 4, 768: 4, 1024: 8, 1280: 8,  # integers
-    16: 4, 64: 8, 1536: 16, 32: 8, 1792: 16, 2048: 32, 128: 3, 2304: 4,  # float, complex, RGB(A)
-}
-
-
-@dataclass(frozen=True)
-class NiftiScan:
-    """What :func:`scan_nifti` found in a NIfTI file's raw bytes.
-
-    Attributes:
-        problem: why the file is truncated or corrupt, ``None`` when its data are complete.
-        n_nan: NaN voxels (float files only).
-        n_inf: ±inf voxels (float files only).
-    """
-
-    problem: str | None = None
-    n_nan: int = 0
-    n_inf: int = 0
-
-
-def _nifti_layout(head: bytes) -> tuple[str, int, int, int] | None:
-    """``(byte order, datatype code, data offset, voxel count)`` from a NIfTI-1/2 header."""
-    import struct
-
-    for endian in "<>":
-        if len(head) < 4:
-            return None
-        sizeof_hdr = struct.unpack(f"{endian}i", head[:4])[0]
-        if sizeof_hdr == 348 and len(head) >= 348:
-            dims = struct.unpack(f"{endian}8h", head[40:56])
-            datatype = struct.unpack(f"{endian}h", head[70:72])[0]
-            offset = max(int(struct.unpack(f"{endian}f", head[108:112])[0]), 352)
-        elif sizeof_hdr == 540 and len(head) >= 540:
-            datatype = struct.unpack(f"{endian}h", head[12:14])[0]
-            dims = struct.unpack(f"{endian}8q", head[16:80])
-            offset = max(int(struct.unpack(f"{endian}q", head[168:176])[0]), 544)
-        else:
-            continue
-        ndim = min(max(int(dims[0]), 0), 7)
-        n = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
-        return endian, int(datatype), offset, n
-    return None
-
-
-def scan_nifti(path: str | Path) -> NiftiScan:
-    """Check a ``.nii`` / ``.nii.gz`` file's raw bytes: completeness and non-finite voxels.
-
-    SimpleITK 2.5 (and so :func:`medssl.data.io.read_volume`) hides both problems: it zero-fills
-    the missing part of a truncated NIfTI file, and its NIfTI reader replaces every NaN and ±inf
-    voxel by 0 (ITK issue #6575, fixed in ITK 6 by PR #6683). This reads the whole gzip stream
-    (its end marker, CRC and length are checked), compares the data size with what the header
-    announces and counts NaN / inf voxels of float images. It costs one extra decompression.
-    """
-    import gzip
-    import zlib
-
-    path = Path(path)
-    if path.name.lower().endswith(".gz"):
-        chunks: list[bytes] = []
-        try:
-            with gzip.open(path, "rb") as fh:
-                while chunk := fh.read(1 << 22):
-                    chunks.append(chunk)
-        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-            return NiftiScan(f"is truncated or corrupt: its gzip stream is incomplete or damaged ({exc})")
-        data = b"".join(chunks)
-    else:
-        data = path.read_bytes()
-    layout = _nifti_layout(data[:544])
-    if layout is None:
-        return NiftiScan("is not a NIfTI file (no NIfTI-1/2 header)")
-    endian, datatype, offset, n = layout
-    kind = _NIFTI_FLOATS.get(datatype)
-    need = offset + n * _NIFTI_ITEMSIZE.get(datatype, 1)
-    if len(data) < need:
-        return NiftiScan(
-            f"is truncated: {len(data)} bytes of header and voxel data, the header announces {need}"
-        )
-    if kind is None:
-        return NiftiScan()
-    arr = np.frombuffer(data, dtype=f"{endian}{kind}", count=n, offset=offset)
-    n_nan = int(np.count_nonzero(np.isnan(arr)))
-    n_inf = int(np.count_nonzero(np.isinf(arr)))
-    return NiftiScan(None, n_nan, n_inf)
-
-
-def _is_3d(path: Path) -> bool:
-    header = _header_dimension(path)
-    return header is None or header[0] == 3 or (header[0] == 4 and header[1][3] == 1)
-
-
-def _read(path: Path, case: str, split: str, problems: list[Problem]) -> tuple[Volume | None, NiftiScan]:
+def _read(path: Path, case: str, split: str, problems: list[Problem]) -> Volume | None:
     """Read one volume; on failure record an ``unreadable`` / ``not_3d`` error and return None."""
-    scan = NiftiScan()
-    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")) and path.stat().st_size > 0:
-        scan = scan_nifti(path)
-        if scan.problem is not None and _is_3d(path):
-            problems.append(Problem(case, path, "error", scan.problem, "unreadable", split))
-            return None, scan
     try:
-        return read_volume(path), scan
+        return read_volume(path)
     except (DataError, RuntimeError, ValueError, OSError, EOFError) as exc:
         msg = _message(exc) if isinstance(exc, MedsslError) else f"cannot read: {type(exc).__name__}: {exc}"
-        code = "unreadable"
-        if path.is_file() and not _is_3d(path):
-            dim, size = _header_dimension(path)
-            code, msg = "not_3d", f"is a {dim}D image of size {size}; a 3D volume is expected"
+        # nibabel's messages repeat the full path (format() shows it once) and may span lines
+        msg = " ".join(msg.replace(str(path), path.name).split())
+        code = "not_3d" if isinstance(exc, DataError) and msg.endswith(_NOT_3D) else "unreadable"
         problems.append(Problem(case, path, "error", msg, code, split))
-        return None, scan
+        return None
 
 
 def _fmt(values) -> str:
@@ -332,19 +224,17 @@ def _list_values(values, limit: int = 10) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
-def _check_image(
-    vol: Volume, case: str, split: str, path: Path, problems: list[Problem], scan: NiftiScan = NiftiScan()
-) -> None:
+def _check_image(vol: Volume, case: str, split: str, path: Path, problems: list[Problem]) -> None:
     arr = vol.array
     if arr.size == 0:
         problems.append(Problem(case, path, "error", f"has no voxels (shape {vol.shape})", "constant_image", split))
         return
-    n_nan, n_inf = scan.n_nan, scan.n_inf  # from the raw bytes: the NIfTI reader zeroes them
+    n_nan = n_inf = 0
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
-            n_nan = max(n_nan, int(np.count_nonzero(np.isnan(arr))))
-            n_inf = max(n_inf, int(np.count_nonzero(np.isinf(arr))))
+            n_nan = int(np.count_nonzero(np.isnan(arr)))
+            n_inf = int(np.count_nonzero(np.isinf(arr)))
             arr = arr[finite]
     if n_nan or n_inf:
         problems.append(
@@ -370,15 +260,11 @@ def _check_label(
     declared: set[int] | None,
     problems: list[Problem],
     seen: set[int],
-    scan: NiftiScan = NiftiScan(),
 ) -> None:
     arr = vol.array
     values = np.unique(arr)
-    if arr.dtype.kind == "f" or scan.n_nan or scan.n_inf:
+    if arr.dtype.kind == "f":
         bad = values[~np.isfinite(values) | (values != np.round(values))]
-        if scan.n_nan or scan.n_inf:  # the NIfTI reader turned them into 0: report from the raw bytes
-            bad = np.concatenate([bad, [np.nan] * bool(scan.n_nan) + [np.inf] * bool(scan.n_inf)])
-        bad = np.unique(bad)
         if bad.size:
             problems.append(
                 Problem(
@@ -424,13 +310,15 @@ def _check_stray_files(root: Path, ending: str, problems: list[Problem]) -> None
         entries = sorted((root / folder).iterdir())
         names = {f.name for f in entries}
         for f in entries:
-            if f.name.endswith(".nii.gz") and f.name[:-3] in names:
+            used = {".nii.gz": f.name, ".nii": f.name[:-3]}.get(ending)
+            if used and f.name.endswith(".nii.gz") and f.name[:-3] in names:
                 problems.append(
                     Problem(
                         None,
                         f,
-                        "error",
-                        f"{f.name[:-3]} exists beside it: SimpleITK then reads {f.name[:-3]} for either name",
+                        "warning",
+                        f"ambiguous: {f.name[:-3]} exists beside it, two files for one case; "
+                        f"only {used} is used (file_ending {ending})",
                         "ambiguous_file",
                     )
                 )
@@ -537,9 +425,9 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     all_cases = [c for split_cases in cases.values() for c in split_cases]
     for case in tqdm(all_cases, desc="checking", unit="case", disable=not progress):
         split, name = case.split, case.name
-        image, scan = _read(case.image, name, split, problems)
+        image = _read(case.image, name, split, problems)
         if image is not None:
-            _check_image(image, name, split, case.image, problems, scan)
+            _check_image(image, name, split, case.image, problems)
         lab_dir = SPLIT_FOLDERS[split][1]
         if lab_dir is None or (split == "test" and no_test_labels):
             continue
@@ -549,10 +437,10 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
                 Problem(name, expected, "error", f"no label file for image {case.image.name}", "missing_label", split)
             )
             continue
-        label, scan = _read(case.label, name, split, problems)
+        label = _read(case.label, name, split, problems)
         if label is None:
             continue
-        _check_label(label, name, split, case.label, declared, problems, seen, scan)
+        _check_label(label, name, split, case.label, declared, problems, seen)
         if image is not None:
             diffs = _geometry_differences(image, label)
             if diffs:
