@@ -12,6 +12,7 @@ under a temporary name and renamed, so an interrupted job never leaves half a vo
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from pathlib import Path
@@ -100,7 +101,14 @@ def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        if path.name.lower().endswith(".gz"):
+            # Decompress in one go: unlike nibabel's streaming reader, this verifies the gzip CRC
+            # and length, so a damaged or cut .nii.gz is an error instead of wrong voxels.
+            raw = gzip.decompress(path.read_bytes())
+            cls = nib.Nifti2Image if raw[:4] == (540).to_bytes(4, "little") or raw[:4] == (540).to_bytes(4, "big") else nib.Nifti1Image
+            img = cls.from_bytes(raw)
+        else:
+            img = nib.load(str(path), mmap=False)
         arr = np.asanyarray(img.dataobj)  # raw dtype, or float if scl_slope/inter are set
     except Exception as exc:  # noqa: BLE001  (gzip/zlib/EOF/header errors have many types)
         raise DataError(

@@ -149,6 +149,18 @@ def test_bad_input_is_a_clear_error(tmp_path, make, expected):
     assert str(path) in str(err.value)
 
 
+def test_damaged_gzip_bytes_are_an_error_not_wrong_voxels(tmp_path):
+    good = write_volume(_oblique_volume(), tmp_path / "ok.nii.gz")
+    data = bytearray(good.read_bytes())
+    for pos in range(40, len(data) - 8, max(1, (len(data) - 48) // 15)):
+        bad = tmp_path / "bad.nii.gz"
+        flipped = bytearray(data)
+        flipped[pos] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(DataError):
+            read_volume(bad)
+
+
 def test_cli_error_is_one_line_without_traceback(tmp_path):
     bad = _truncated(tmp_path)
     res = subprocess.run([sys.executable, "-m", "medssl.cli", "data", "info", str(bad)], capture_output=True, text=True)
