@@ -18,5 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 def shared_data() -> Path:
     """The real data folder (../shared/data); tests needing it are skipped if it is absent."""
     if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):  # CI always has ../shared: a missing folder is a failure there
+            pytest.fail(f"real data folder not found at {SHARED_DATA}")
         pytest.skip(f"real data folder not found at {SHARED_DATA}")
     return SHARED_DATA
