@@ -35,10 +35,13 @@ class DataConfig(_Strict):
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     num_workers: int = Field(0, ge=0)
     num_labeled: int | None = Field(None, ge=1, description="use only the first N labeled cases")
+    extra_labels: Path | None = Field(
+        None, description="reviewed pseudo-label manifest: its accepted/edited cases join the labeled set"
+    )
 
 
 class ModelConfig(_Strict):
-    name: Literal["unet"] = "unet"
+    name: Literal["unet", "multiview_asym_unet"] = "unet"
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 1
@@ -84,10 +87,26 @@ class ValConfig(_Strict):
     max_cases: int | None = Field(None, ge=1)
 
 
+class UMCTConfig(_Strict):
+    """Uncertainty-aware multi-view co-training (Xia et al., WACV 2020)."""
+
+    num_views: Literal[1, 3, 6] = Field(3, description="1 = single-view supervised baseline")
+    fusion: Literal["uncertainty", "average"] = Field("uncertainty", description="'average' = ablation")
+    uncertainty: Literal["entropy", "variance"] = "entropy"
+    mc_samples: int = Field(4, ge=1, description="MC-dropout passes per view on unlabeled patches")
+    floor: float = Field(0.05, gt=0, description="uncertainty floor in the inverse-uncertainty weights")
+    lambda_max: float = Field(1.0, ge=0)
+    rampup_steps: int = Field(200, ge=0, description="sigmoid ramp-up of lambda after stage 1")
+    stage1_steps: int = Field(200, ge=0, description="supervised-only steps before co-training starts")
+    cotrain_loss: Literal["ce", "dice_ce"] = "ce"
+    confidence_weighting: bool = Field(True, description="scale each unlabeled sample's loss by its confidence")
+    init_2d: Path | None = Field(None, description="2D twin checkpoint for the in-plane kernels")
+
+
 class RunConfig(_Strict):
     """One training run: a method plus data, model, optimiser, trainer and validation settings."""
 
-    method: Literal["supervised"] = "supervised"
+    method: Literal["supervised", "umct"] = "supervised"
     name: str = "run"
     init_from: Path | None = Field(None, description="checkpoint whose matching weights initialise the model")
     data: DataConfig = DataConfig()
@@ -95,6 +114,7 @@ class RunConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
     val: ValConfig = ValConfig()
+    umct: UMCTConfig = UMCTConfig()
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

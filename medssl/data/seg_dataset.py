@@ -119,11 +119,25 @@ class PatchDataset(Dataset):
         return item
 
 
+class PairedPatchDataset(Dataset):
+    """A labeled and an unlabeled :class:`PatchDataset` read at the same index: items are the
+    labeled item plus ``u_image`` (the unlabeled patch)."""
+
+    def __init__(self, labeled: PatchDataset, unlabeled: PatchDataset):
+        self.labeled, self.unlabeled = labeled, unlabeled
+
+    def __len__(self) -> int:
+        return len(self.labeled)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.labeled[index], "u_image": self.unlabeled[index]["image"]}
+
+
 class VolumeDataset(Dataset):
     """Whole normalised volumes (for sliding-window validation and inference).
 
     Items: ``image`` ``(1, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` int64 when present,
-    ``name`` the case name.
+    ``name`` the case name, ``spacing`` ``(3,)`` in mm (for HD95).
     """
 
     def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str = "zscore", ct_window=(-1000.0, 1000.0)):
@@ -134,7 +148,12 @@ class VolumeDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         case = self.vols.cases[i]
-        item = {"image": torch.from_numpy(self.vols.norm(i)(self.vols.image(i)))[None], "name": case.name}
+        cached = self.vols.cache.get(case.image)
+        item = {
+            "image": torch.from_numpy(self.vols.norm(i)(cached.array))[None],
+            "name": case.name,
+            "spacing": torch.tensor(cached.spacing, dtype=torch.float64),
+        }
         if case.label is not None:
             item["label"] = torch.from_numpy(np.asarray(self.vols.label(i)).astype(np.int64))[None]
         return item

@@ -9,11 +9,14 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from medssl.data.dataset import Case
-from medssl.data.seg_dataset import PatchDataset, StepSampler, VolumeDataset
+from medssl.data.seg_dataset import PairedPatchDataset, PatchDataset, StepSampler, VolumeDataset
 
 
 class SegDataModule(pl.LightningDataModule):
     """Random training patches from ``train_cases``; whole ``val_cases`` for validation.
+
+    With ``unlabeled_cases``, every training item also has ``u_image``: a patch of an unlabeled
+    case drawn with its own seed stream (same batch size as the labeled patches).
 
     The whole run is one epoch of ``max_steps`` optimiser steps (validation every N steps is the
     trainer's business); the sampler shards patch indices over DDP ranks itself (Lightning's
@@ -33,8 +36,10 @@ class SegDataModule(pl.LightningDataModule):
         intensity: str = "zscore",
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
         num_workers: int = 0,
+        unlabeled_cases: Sequence[Case] = (),
     ):
         super().__init__()
+        self.unlabeled_cases = list(unlabeled_cases)
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.cache_dir = Path(cache_dir)
         self.patch_size, self.batch_size = tuple(patch_size), batch_size
@@ -52,6 +57,12 @@ class SegDataModule(pl.LightningDataModule):
             self.train_cases, self.cache_dir, self.patch_size, self.max_steps * self.batch_size * world,
             seed=self.seed, fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
         )
+        if self.unlabeled_cases:  # semi-supervised: each item also carries an unlabeled patch
+            unl = PatchDataset(
+                self.unlabeled_cases, self.cache_dir, self.patch_size, len(ds), seed=self.seed + 7919,
+                intensity=self.intensity, ct_window=self.ct_window, labeled=False,
+            )
+            ds = PairedPatchDataset(ds, unl)
         trainer = self.trainer
         sampler = StepSampler(self.max_steps, self.batch_size, rank=rank, world_size=world,
                               start_step=lambda: trainer.global_step if trainer else 0)

@@ -68,12 +68,24 @@ def build_cases(cfg: RunConfig):
         if cfg.data.num_labeled > len(train):
             raise ConfigError(f"data.num_labeled={cfg.data.num_labeled} but {root} has only {len(train)} labeled cases")
         train = train[: cfg.data.num_labeled]
+    if cfg.data.extra_labels is not None:  # reviewed pseudo-labels (accepted / edited cases)
+        from medssl.data.manifest import reviewed_cases
+
+        train = train + reviewed_cases(cfg.data.extra_labels)
     val = [c for c in list_cases(root, cfg.val.split, spec) if c.label is not None]
     if not val:
         raise DataError(f"no labeled {cfg.val.split} cases for validation (imagesTs/ + labelsTs/)", root)
     if cfg.val.max_cases:
         val = val[: cfg.val.max_cases]
     return spec, train, val
+
+
+def build_unlabeled_cases(cfg: RunConfig, exclude: set[str] = frozenset()):
+    """Unlabeled cases (imagesUnlabeled/), minus any already used as labeled (reviewed) cases."""
+    from medssl.data.dataset import list_cases, read_dataset_json
+
+    cases = list_cases(cfg.data.root, "unlabeled", read_dataset_json(cfg.data.root))
+    return [c for c in cases if c.image.resolve() not in exclude]
 
 
 def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
@@ -90,8 +102,17 @@ def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
             cache.foreground_locations(case.label)
 
 
-def build_model(cfg: RunConfig, spec):
-    """The method's LightningModule from the config (plain keyword arguments below this point)."""
+def _common_kwargs(cfg: RunConfig, spec) -> dict:
+    return dict(
+        num_classes=spec.num_classes, class_names=spec.class_names,
+        roi_size=cfg.val.roi_size or cfg.data.patch_size, sw_batch_size=cfg.val.sw_batch_size, overlap=cfg.val.overlap,
+        optimizer=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        scheduler=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.trainer.max_steps,
+        extra_state={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "dataset": spec.to_json()},
+    )
+
+
+def _build_supervised(cfg: RunConfig, spec):
     from medssl.methods import get_method
     from medssl.nets import build_network
 
@@ -100,14 +121,46 @@ def build_model(cfg: RunConfig, spec):
         channels=cfg.model.channels, strides=cfg.model.strides, num_res_units=cfg.model.num_res_units,
         dropout=cfg.model.dropout, norm=cfg.model.norm,
     )
-    cls = get_method(cfg.method)
-    return cls(
-        net=net, num_classes=spec.num_classes, class_names=spec.class_names,
-        roi_size=cfg.val.roi_size or cfg.data.patch_size, sw_batch_size=cfg.val.sw_batch_size, overlap=cfg.val.overlap,
-        optimizer=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-        scheduler=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.trainer.max_steps,
-        extra_state={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "dataset": spec.to_json()},
+    return get_method("supervised")(net=net, **_common_kwargs(cfg, spec))
+
+
+def _build_umct(cfg: RunConfig, spec):
+    from medssl.methods import get_method
+    from medssl.nets import build_network
+
+    u = cfg.umct
+    if len(set(cfg.data.patch_size)) != 1:
+        raise ConfigError(f"umct needs cubic patches so that all views share one shape; got data.patch_size={list(cfg.data.patch_size)}")
+    if cfg.model.name != "multiview_asym_unet":
+        raise ConfigError("umct needs model.name: multiview_asym_unet")
+    net = build_network(
+        "multiview_asym_unet", num_views=u.num_views, in_channels=1, out_channels=spec.num_classes,
+        channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3,
     )
+    if u.init_2d is not None:
+        from medssl.nets.multiview_unet import init_inplane_from_2d
+
+        loaded, _ = init_inplane_from_2d(net, u.init_2d)
+        if _rank() == 0:
+            print(f"umct.init_2d {u.init_2d}: {len(loaded)} in-plane tensors initialised from the 2D network")
+    return get_method("umct")(
+        net=net, num_views=u.num_views, fusion=u.fusion, uncertainty=u.uncertainty, mc_samples=u.mc_samples,
+        floor=u.floor, lambda_max=u.lambda_max, rampup_steps=u.rampup_steps, stage1_steps=u.stage1_steps,
+        cotrain_loss=u.cotrain_loss, confidence_weighting=u.confidence_weighting, **_common_kwargs(cfg, spec),
+    )
+
+
+#: method name -> builder from the typed config (the only place configs meet method classes)
+BUILDERS = {"supervised": _build_supervised, "umct": _build_umct}
+
+
+def build_model(cfg: RunConfig, spec):
+    """The method's LightningModule from the config (plain keyword arguments below this point)."""
+    return BUILDERS[cfg.method](cfg, spec)
+
+
+def uses_unlabeled(cfg: RunConfig) -> bool:
+    return cfg.method == "umct" and cfg.umct.num_views > 1
 
 
 def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) -> dict:
@@ -141,8 +194,11 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     pl.seed_everything(tc.seed, workers=True, verbose=False)
 
     spec, train_cases, val_cases = build_cases(cfg)
+    unlabeled = build_unlabeled_cases(cfg, {c.image.resolve() for c in train_cases}) if uses_unlabeled(cfg) else []
+    if uses_unlabeled(cfg) and not unlabeled:
+        raise DataError("umct needs unlabeled images (imagesUnlabeled/)", cfg.data.root)
     cache_dir = cfg.data.cache_dir or Path(cfg.data.root) / ".medssl_cache"
-    warm_cache(train_cases + val_cases, cache_dir, progress=tc.progress and _rank() == 0)
+    warm_cache(train_cases + val_cases + unlabeled, cache_dir, progress=tc.progress and _rank() == 0)
 
     model = build_model(cfg, spec)
     if cfg.init_from is not None and not resume:
@@ -153,7 +209,7 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     dm = SegDataModule(
         train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, tc.max_steps,
         seed=tc.seed, fg_fraction=cfg.data.fg_fraction, intensity=cfg.data.intensity,
-        ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers,
+        ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers, unlabeled_cases=unlabeled,
     )
     ckpt_dir = out / "checkpoints"
     callbacks = [
@@ -186,6 +242,8 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         "step": int(trainer.global_step),
         "dice_mean": metrics.get("val/dice_mean"),
         "dice": {n: metrics.get(f"val/dice_{n}") for n in spec.class_names[1:]},
+        "hd95_mean_mm": metrics.get("val/hd95_mean"),
+        "hd95_mm": {n: metrics.get(f"val/hd95_{n}") for n in spec.class_names[1:]},
         "n_val_cases": metrics.get("n_cases"),
         "val_split": cfg.val.split,
         "checkpoint": str(last),

@@ -5,6 +5,7 @@ from __future__ import annotations
 #: method name -> "module:Class" (imported lazily so the registry costs nothing at CLI start-up)
 METHODS: dict[str, str] = {
     "supervised": "medssl.methods.supervised:SupervisedSegmentation",
+    "umct": "medssl.methods.umct:UMCT",
 }
 
 

@@ -85,22 +85,29 @@ class SegmentationMethod(pl.LightningModule):
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from monai.metrics import compute_dice
+        import warnings
+
+        from monai.metrics import compute_dice, compute_hausdorff_distance
         from monai.networks.utils import one_hot
 
         logits = self.predict_logits(batch["image"]).float()
-        pred = logits.argmax(1, keepdim=True)
-        dice = compute_dice(
-            one_hot(pred, self.num_classes), one_hot(batch["label"], self.num_classes),
-            include_background=False, ignore_empty=True,
-        )  # (B, C-1), NaN where a class is absent from both
-        self._val_dice.append(dice.detach().float().cpu())
+        pred = one_hot(logits.argmax(1, keepdim=True), self.num_classes)
+        gt = one_hot(batch["label"], self.num_classes)
+        # (B, C-1), NaN where a class is absent from both
+        dice = compute_dice(pred, gt, include_background=False, ignore_empty=True)
+        with warnings.catch_warnings():  # MONAI warns for every empty class; NaN marks those
+            warnings.simplefilter("ignore")
+            spacing = batch["spacing"][0].tolist() if "spacing" in batch else None
+            hd = compute_hausdorff_distance(pred, gt, include_background=False, percentile=95, spacing=spacing)
+        hd = torch.where(torch.isfinite(hd), hd, torch.full_like(hd, float("nan")))
+        self._val_dice.append(torch.cat([dice, hd], 1).detach().float().cpu())
 
     def on_validation_epoch_start(self) -> None:
         self._val_dice = []
 
     def on_validation_epoch_end(self) -> None:
-        local = torch.cat(self._val_dice) if self._val_dice else torch.zeros(0, self.num_classes - 1)
+        width = 2 * (self.num_classes - 1)  # Dice then HD95 per foreground class
+        local = torch.cat(self._val_dice) if self._val_dice else torch.zeros(0, width)
         if self.trainer.world_size > 1:
             # ranks hold different numbers of cases: pad with NaN rows, gather, drop padding.
             n = torch.tensor([local.shape[0]], device=self.device)
@@ -108,9 +115,12 @@ class SegmentationMethod(pl.LightningModule):
             pad = torch.full((max_n - local.shape[0], local.shape[1]), float("nan"))
             gathered = self.all_gather(torch.cat([local, pad]).to(self.device)).reshape(-1, local.shape[1]).cpu()
             local = gathered[~torch.isnan(gathered).all(1)]
-        per_class = torch.nanmean(local, 0) if local.numel() else torch.full((self.num_classes - 1,), float("nan"))
-        metrics = {f"val/dice_{name}": float(v) for name, v in zip(self.class_names[1:], per_class)}
-        metrics["val/dice_mean"] = float(torch.nanmean(per_class))
+        per_class = torch.nanmean(local, 0) if local.numel() else torch.full((width,), float("nan"))
+        dice, hd95 = per_class[: self.num_classes - 1], per_class[self.num_classes - 1:]
+        metrics = {f"val/dice_{name}": float(v) for name, v in zip(self.class_names[1:], dice)}
+        metrics["val/dice_mean"] = float(torch.nanmean(dice))
+        metrics.update({f"val/hd95_{name}": float(v) for name, v in zip(self.class_names[1:], hd95)})
+        metrics["val/hd95_mean"] = float(torch.nanmean(hd95))
         self.last_val_metrics = {"step": int(self.global_step), "n_cases": int(local.shape[0]), **metrics}
         self.log_dict(metrics, prog_bar=False, sync_dist=False, rank_zero_only=True)
         self.log("val_dice", metrics["val/dice_mean"], prog_bar=True, rank_zero_only=True)

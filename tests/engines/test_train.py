@@ -41,6 +41,7 @@ def test_train_writes_run_folder(tiny_cfg, tmp_path):
     assert set(metrics["dice"]) == set(json.loads((tiny_cfg().data.root / "dataset.json").read_text())["labels"]) - {"background"}
     assert 0.0 <= metrics["dice_mean"] <= 1.0
     assert metrics["n_val_cases"] == 2
+    assert set(metrics["hd95_mm"]) == set(metrics["dice"])
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in log if "val/dice_mean" in r] == [3, 6]
