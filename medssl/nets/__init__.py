@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from medssl.nets.multiview_unet import MultiViewAsymUNet
 from medssl.nets.unet import build_unet
 
 #: network name -> factory taking plain keyword arguments (explicit registry, no discovery)
-NETWORKS = {"unet": build_unet}
+NETWORKS = {"unet": build_unet, "multiview_asym_unet": MultiViewAsymUNet}
 
 
 def build_network(name: str, **kwargs):
