@@ -171,6 +171,37 @@ def train(
         typer.echo(result["summary"])
 
 
+@app.command("pseudo-label")
+def pseudo_label(
+    checkpoint: Annotated[Path, typer.Option(help="A UMCT run's checkpoint (best.ckpt or last.ckpt).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder whose unlabeled images to label.")],
+    out: Annotated[Path, typer.Option(help="Output folder (labels/, views/, uncertainty/, manifest.json).")],
+    split: Annotated[str, typer.Option(help="Which images: unlabeled, train or test.")] = "unlabeled",
+    mc_samples: Annotated[Optional[int], typer.Option(help="MC-dropout passes (default: the run's).")] = None,
+) -> None:
+    """Fused pseudo-labels, each view's prediction, uncertainty and confidence per case, with a review manifest."""
+    from medssl.inference.pseudo_label import export_pseudo_labels
+
+    path = export_pseudo_labels(checkpoint, data, out, split=split, mc_samples=mc_samples)
+    typer.echo(f"manifest: {path}")
+
+
+@app.command("compare")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders (grouped by recipe name).")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the markdown table here.")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Recipe name to compare against.")] = None,
+) -> None:
+    """Table of Dice / HD95 per recipe: mean ± std over seeds, difference to a baseline recipe."""
+    from medssl.data.io import write_atomic_text
+    from medssl.eval.compare import compare_runs
+
+    table, _ = compare_runs(runs, baseline=baseline)
+    if out is not None:
+        write_atomic_text(out, table)
+    typer.echo(table)
+
+
 def main() -> None:
     """Console entry point: runs the app and turns user errors into one-line messages."""
     try:

@@ -181,6 +181,9 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     from medssl.engines.checkpoint import AtomicCheckpointIO, load_matching_weights
     from medssl.engines.datamodule import SegDataModule
 
+    from medssl.engines.runtime import tune_allocator
+
+    tune_allocator()
     t0 = time.time()
     out = prepare_run_dir(cfg, out, resume)
     tc = cfg.trainer

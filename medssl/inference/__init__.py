@@ -1,0 +1,1 @@
+"""Inference: loading trained methods, sliding-window prediction with uncertainty, exports."""
