@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medssl.errors import ConfigError
 
@@ -48,13 +48,12 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["instance", "batch"] = "instance"
 
-    @field_validator("strides")
-    @classmethod
-    def _strides_match(cls, v, info):
-        chans = info.data.get("channels")
-        if chans is not None and len(v) != len(chans) - 1:
-            raise ValueError(f"needs len(channels)-1 = {len(chans) - 1} strides, got {len(v)}")
-        return v
+    @model_validator(mode="after")
+    def _strides_match(self):
+        # checked on the whole object (defaults included), so a dumped config always reloads
+        if self.name == "unet" and len(self.strides) != len(self.channels) - 1:
+            raise ValueError(f"model.strides needs len(channels)-1 = {len(self.channels) - 1} values, got {len(self.strides)}")
+        return self
 
 
 class OptimConfig(_Strict):

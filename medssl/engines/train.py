@@ -199,7 +199,7 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     spec, train_cases, val_cases = build_cases(cfg)
     unlabeled = build_unlabeled_cases(cfg, {c.image.resolve() for c in train_cases}) if uses_unlabeled(cfg) else []
     if uses_unlabeled(cfg) and not unlabeled:
-        raise DataError("umct needs unlabeled images (imagesUnlabeled/)", cfg.data.root)
+        raise DataError("umct needs unlabeled images (imagesUnlabeled/) besides any reviewed cases used as labels", cfg.data.root)
     cache_dir = cfg.data.cache_dir or Path(cfg.data.root) / ".medssl_cache"
     warm_cache(train_cases + val_cases + unlabeled, cache_dir, progress=tc.progress and _rank() == 0)
 
