@@ -141,3 +141,25 @@ def test_pseudo_label_cli_errors(tiny_data, tmp_path):
     res = subprocess.run([sys.executable, "-m", "medssl.cli", "pseudo-label", "--checkpoint", str(tmp_path / "no.ckpt"),
                           "--data", str(tiny_data), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert res.returncode == 1 and "checkpoint not found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_init_2d_from_config_sets_inplane_kernels(tiny_data, tmp_path):
+    """`umct.init_2d` (a local 2D twin checkpoint) initialises every view's in-plane kernels."""
+    from medssl.data.dataset import read_dataset_json
+    from medssl.engines.train import build_model
+    from medssl.nets.multiview_unet import MultiViewAsymUNet
+
+    net2d = MultiViewAsymUNet(num_views=1, in_channels=1, out_channels=4, channels=(4, 8, 16), spatial_dims=2)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net2d.state_dict().items()}}, tmp_path / "twin2d.ckpt")
+    cfg = umct_cfg(tiny_data, **{"umct.init_2d": str(tmp_path / "twin2d.ckpt")})
+    model = build_model(cfg, read_dataset_json(tiny_data))
+    sd3 = model.net.state_dict()
+    compared = 0
+    for name, w2 in net2d.state_dict().items():
+        w3 = sd3[name]
+        if w2.dim() == 4 and w2.shape[-2:] == (3, 3):  # an in-plane conv: (out, in, 3, 3) -> (3*out, in, 3, 3, 1)
+            assert w3.shape[-1] == 1
+            for v in range(3):
+                torch.testing.assert_close(w3[v * w2.shape[0]:(v + 1) * w2.shape[0], ..., 0], w2)
+            compared += 1
+    assert compared >= 5  # encoder, bottleneck and decoder blocks of a 3-level net
