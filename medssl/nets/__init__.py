@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from medssl.nets.multiview_unet import MultiViewAsymUNet
+from medssl.nets.resnet import build_resnet
 from medssl.nets.unet import build_unet
+from medssl.nets.vit import build_vit
 
 #: network name -> factory taking plain keyword arguments (explicit registry, no discovery)
-NETWORKS = {"unet": build_unet, "multiview_asym_unet": MultiViewAsymUNet}
+NETWORKS = {
+    "unet": build_unet,
+    "multiview_asym_unet": MultiViewAsymUNet,
+    "resnet": build_resnet,
+    "vit": build_vit,
+}
 
 
 def build_network(name: str, **kwargs):
