@@ -1,0 +1,80 @@
+"""DINO: self-distillation of a student onto an EMA teacher with centring and sharpening.
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021;
+facebookresearch/dino ``main_dino.py``. Multi-crop: ``views`` holds the global crops first
+(``num_global_crops``, 2 in DINO), then any number of local crops, possibly smaller (the backbone
+must then accept several input sizes, e.g. end with global pooling). The student sees every crop,
+the teacher (EMA of backbone + head, cosine schedule from 0.996 to 1) only the global ones. Crops
+of one size go through the networks together, as DINO's ``MultiCropWrapper``.
+
+Defaults for MedMNIST: :class:`~medssl.nets.heads.DINOHead` with 2048 prototypes (paper 65536),
+hidden 512, bottleneck 256; teacher / student temperatures 0.04 / 0.1, centre momentum 0.9.
+Not here (loop-level in DINO): teacher-temperature warm-up (set ``criterion.teacher_temp``),
+freezing the last layer in the first epoch, gradient clipping.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from medssl.losses.ssl import DINOLoss
+from medssl.methods.ssl.base import SSLMethod, momentum_copy
+from medssl.nets.heads import DINOHead
+
+
+def _forward_crops(backbone: nn.Module, head: nn.Module, crops: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``head(backbone(crop))`` per crop, running consecutive crops of one shape as one batch."""
+    outputs: list[torch.Tensor] = []
+    start = 0
+    while start < len(crops):
+        end = start + 1
+        while end < len(crops) and crops[end].shape == crops[start].shape:
+            end += 1
+        out = head(backbone(torch.cat(list(crops[start:end]))))
+        outputs.extend(out.chunk(end - start))
+        start = end
+    return outputs
+
+
+class DINO(SSLMethod):
+    """DINO. Args: backbone; out_dim, hidden_dim, bottleneck_dim: head sizes; teacher_temp,
+    student_temp, center_momentum: loss settings; base_momentum: teacher EMA start;
+    num_global_crops: how many leading views are global crops."""
+
+    aug_preset = "dino"
+    momentum_pairs = (("backbone", "teacher_backbone"), ("head", "teacher_head"))
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        out_dim: int = 2048,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 256,
+        teacher_temp: float = 0.04,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        base_momentum: float = 0.996,
+        num_global_crops: int = 2,
+    ) -> None:
+        super().__init__(backbone)
+        if num_global_crops < 1:
+            raise ValueError(f"num_global_crops must be >= 1, got {num_global_crops}")
+        self.head = DINOHead(self.feature_dim, out_dim, hidden_dim, bottleneck_dim)
+        self.teacher_backbone = momentum_copy(self.backbone)
+        self.teacher_head = momentum_copy(self.head)
+        self.base_momentum = base_momentum
+        self.num_global_crops = num_global_crops
+        self.criterion = DINOLoss(out_dim, teacher_temp, student_temp, center_momentum)
+
+    def training_loss(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None):
+        g = self.num_global_crops
+        if len(views) < max(2, g):
+            raise ValueError(f"DINO expects {g} global crops (+ local crops), at least 2 views, got {len(views)}")
+        student = _forward_crops(self.backbone, self.head, views)
+        with torch.no_grad():
+            teacher = _forward_crops(self.teacher_backbone, self.teacher_head, views[:g])
+        loss = self.criterion(student, teacher)
+        return loss, {"loss": loss.detach()}
