@@ -1,0 +1,121 @@
+"""Linear probe, weighted kNN and fine-tuning on tiny synthetic data."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from medssl.eval.metrics import classification_metrics
+from medssl.eval.protocols import fine_tune, knn_classify, knn_probe, linear_probe
+
+
+def _separable(n: int, d: int = 8, classes: int = 3, seed: int = 0):
+    """Gaussian clusters around well-separated class centres (linearly separable in practice)."""
+    centres = np.random.default_rng(99).normal(size=(classes, d)) * 4  # the same for every split
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def test_linear_probe_separable_multiclass():
+    (xtr, ytr), (xva, yva), (xte, yte) = (_separable(n, seed=s) for n, s in ((120, 1), (60, 2), (60, 3)))
+    probs, params, val_auroc = linear_probe(xtr, ytr, xva, yva, xte, "multi-class", lrs=(1e-2, 1e-1),
+                                            wds=(0.0, 1e-1), epochs=30, batch_size=64)
+    assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert classification_metrics(yte, probs, "multi-class")["auroc"] > 0.99
+    assert params["lr"] in (1e-2, 1e-1) and params["wd"] in (0.0, 1e-1)
+    assert val_auroc > 0.99
+    again = linear_probe(xtr, ytr, xva, yva, xte, "multi-class", lrs=(1e-2, 1e-1), wds=(0.0, 1e-1), epochs=30,
+                         batch_size=64)
+    np.testing.assert_array_equal(probs, again[0])
+    assert params == again[1]
+
+
+def test_linear_probe_multilabel_and_binary():
+    x, y = _separable(200, classes=2, seed=4)
+    multi = np.stack([y, 1 - y, (x[:, 0] > np.median(x[:, 0])).astype(int)], 1)
+    probs, _, val_auroc = linear_probe(x[:100], multi[:100], x[100:150], multi[100:150], x[150:], "multilabel",
+                                       lrs=(1e-1,), wds=(0.0,), epochs=50, batch_size=512)
+    assert probs.shape == (50, 3) and val_auroc > 0.95
+    assert classification_metrics(multi[150:], probs, "multilabel")["auroc"] > 0.95
+    probs, _, _ = linear_probe(x[:100], y[:100, None], x[100:150], y[100:150, None], x[150:], "binary",
+                               lrs=(1e-1,), wds=(0.0,), epochs=20)
+    assert probs.shape == (50, 2)
+    assert classification_metrics(y[150:], probs, "binary")["auroc"] > 0.99
+
+
+def test_knn_hand_computed():
+    # class 0 at (2, 0); class 1 at (0, 5) and (-1, 0). Query (3, 4) ~ (0.6, 0.8) after normalising:
+    # cosine similarities 0.6, 0.8, -0.6; the k=2 neighbours are (0, 5) [class 1, s=0.8] and
+    # (2, 0) [class 0, s=0.6]. With T = 1: p1 = e^0.8 / (e^0.8 + e^0.6) = 1 / (1 + e^-0.2).
+    train = np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.0]])
+    labels = np.array([0, 1, 1])
+    probs = knn_classify(train, labels, np.array([[3.0, 4.0]]), k=2, temperature=1.0, num_classes=2)
+    p1 = 1 / (1 + math.exp(-0.2))
+    np.testing.assert_allclose(probs, [[1 - p1, p1]], rtol=1e-6)
+    # k=3 adds class 1 at s=-0.6; T=0.5 sharpens the weights to exp(s / 0.5)
+    w = np.exp(np.array([0.6, 0.8, -0.6]) / 0.5)
+    probs = knn_classify(train, labels, np.array([[3.0, 4.0]]), k=3, temperature=0.5, num_classes=2)
+    np.testing.assert_allclose(probs, [[w[0] / w.sum(), (w[1] + w[2]) / w.sum()]], rtol=1e-6)
+    # k larger than N is capped; multi-label targets give the weighted mean of the label vectors
+    multi = np.array([[1, 0], [0, 1], [1, 1]])
+    probs = knn_classify(train, multi, np.array([[3.0, 4.0]]), k=10, temperature=0.5, num_classes=2)
+    np.testing.assert_allclose(probs, [[(w[0] + w[2]) / w.sum(), (w[1] + w[2]) / w.sum()]], rtol=1e-6)
+
+
+def test_knn_probe_selects_on_val():
+    (xtr, ytr), (xva, yva), (xte, yte) = (_separable(n, seed=s) for n, s in ((40, 1), (30, 2), (30, 3)))
+    probs, params, val_auroc = knn_probe(xtr, ytr, xva, yva, xte, "multi-class", ks=(5, 20, 100))
+    assert params["k"] in (5, 20, 40) and params["temperature"] in (0.07, 0.1, 0.5)  # 100 capped to N=40
+    assert probs.shape == (30, 3) and val_auroc > 0.95
+    assert classification_metrics(yte, probs, "multi-class")["auroc"] > 0.95
+
+
+def _toy_images(n: int, seed: int):
+    """8x8 uint8 noise images; class 1 is a little brighter top-left, class 0 bottom-right."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randint(0, 120, (n, 1, 8, 8), generator=g)
+    x[y == 1, :, :4, :4] += 40
+    x[y == 0, :, 4:, 4:] += 40
+    return x.to(torch.uint8), y[:, None]
+
+
+def _mlp(seed: int = 0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.1)), nn.Linear(16, 2)
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16"])
+def test_fine_tune_learns_and_is_deterministic(precision):
+    train, val, test = _toy_images(64, 0), _toy_images(32, 1), _toy_images(32, 2)
+    backbone, head = _mlp()
+    b2, h2 = copy.deepcopy(backbone), copy.deepcopy(head)
+    with torch.no_grad():
+        untrained = classification_metrics(val[1], head(backbone(val[0].float() / 255)).softmax(1).numpy(), "binary")
+    assert untrained["auroc"] < 0.5  # this initialisation starts out wrong
+    noise = lambda x: x + 0.02 * torch.randn_like(x)  # noqa: E731 (draws from the seeded global generator)
+    probs, history = fine_tune(backbone, head, train, val, test, "binary", epochs=5, lr=1e-2, batch_size=16,
+                               augment=noise, precision=precision, seed=3, progress=False)
+    assert probs.shape == (32, 2)
+    epochs = history["epochs"]
+    assert len(epochs) == 5 and epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert history["best_val"]["auroc"] > 0.9
+    assert history["best_val"]["auroc"] == max(e["val_auroc"] for e in epochs)
+    assert epochs[history["best_epoch"] - 1]["val_auroc"] == history["best_val"]["auroc"]
+    assert classification_metrics(test[1], probs, "binary")["auroc"] > 0.9
+    again, _ = fine_tune(b2, h2, train, val, test[0], "binary", epochs=5, lr=1e-2, batch_size=16, augment=noise,
+                         precision=precision, seed=3, progress=False)
+    np.testing.assert_array_equal(probs, again)
+
+
+def test_fine_tune_rejects_unknown_precision():
+    backbone, head = _mlp()
+    data = _toy_images(8, 0)
+    with pytest.raises(ValueError, match="precision"):
+        fine_tune(backbone, head, data, data, data, "binary", epochs=1, precision="16", progress=False)
