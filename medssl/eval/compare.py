@@ -46,8 +46,11 @@ def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, di
     if not groups:
         raise DataError("no runs given to compare")
     classes = list(next(iter(groups.values()))[0][0]["dice"])
-    header = ["recipe", "seeds", "Dice mean", *[f"Dice {c}" for c in classes], "HD95 mean (mm)", "Δ Dice vs baseline"]
+    header = ["recipe", "seeds", "Dice mean", *[f"Dice {c}" for c in classes], "HD95 mean (mm)",
+              "Δ Dice vs baseline", "paired Δ per seed"]
     baseline = baseline or next(iter(groups))
+    if baseline in groups:  # baseline row first
+        groups = {baseline: groups[baseline], **{k: v for k, v in groups.items() if k != baseline}}
     summary = {}
     for name, items in groups.items():
         summary[name] = {
@@ -59,11 +62,15 @@ def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, di
     if baseline not in summary:
         raise DataError(f"baseline recipe {baseline!r} is not among the runs ({', '.join(summary)})")
     base_mean = statistics.mean(summary[baseline]["dice_mean"])
+    base_by_seed = dict(zip(summary[baseline]["seeds"], [m["dice_mean"] for m, _ in sorted(groups[baseline], key=lambda t: t[1])]))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, s in summary.items():
         delta = statistics.mean(s["dice_mean"]) - base_mean
+        paired = [m["dice_mean"] - base_by_seed[seed] for m, seed in sorted(groups[name], key=lambda t: t[1]) if seed in base_by_seed]
+        paired_txt = "—" if name == baseline or not paired else " ".join(f"{d:+.3f}" for d in paired)
         row = [name, ",".join(map(str, s["seeds"])), _stat(s["dice_mean"]), *[_stat(s[f"dice_{c}"]) for c in classes],
-               _stat(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}"]
+               _stat(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}", paired_txt]
         lines.append("| " + " | ".join(row) + " |")
-    note = "\nMean ± sample standard deviation over seeds; Dice and HD95 on the labeled test split.\n"
+    note = ("\nMean ± sample standard deviation over seeds; Dice and HD95 on the labeled test split. "
+            "Paired Δ: difference to the baseline run with the same seed, seed by seed.\n")
     return "\n".join(lines) + "\n" + note, summary
