@@ -36,7 +36,7 @@ def fuse_all_views(mean: torch.Tensor, unc: torch.Tensor, floor: float, weightin
     return (w * mean).sum(0) / w.sum(0)
 
 
-def _window_predictor(model, mc_samples: int):
+def _window_predictor(model, mc_samples: int, bf16: bool = False):
     """A sliding-window predictor returning ``[fused C | views N*C | entropy 1]`` channels."""
     from medssl.losses.umct import mc_statistics
     from medssl.nets.multiview_unet import enable_mc_dropout
@@ -48,7 +48,9 @@ def _window_predictor(model, mc_samples: int):
         b = x.shape[0]
         if n > 1 or mc_samples > 1:
             enable_mc_dropout(model.net)
-        probs = torch.softmax(model.view_logits(x.repeat(mc_samples, 1, 1, 1, 1)).float(), dim=2)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model.view_logits(x.repeat(mc_samples, 1, 1, 1, 1))
+        probs = torch.softmax(logits.float(), dim=2)
         model.net.eval()
         probs = probs.reshape(n, mc_samples, b, *probs.shape[2:])
         stats = [mc_statistics(p, kind=model.uncertainty_kind) for p in probs]
@@ -98,7 +100,7 @@ def export_pseudo_labels(
     done = {c["name"] for c in manifest["cases"] if resolve(manifest_path, c["label"]).is_file()}
     manifest["cases"] = [c for c in manifest["cases"] if c["name"] in done]
     k = mc_samples or cfg.umct.mc_samples
-    predictor = _window_predictor(model, k)
+    predictor = _window_predictor(model, k, bf16=cfg.trainer.precision == "bf16")
     cache = VolumeCache(Path(data) / ".medssl_cache" if cfg.data.cache_dir is None else cfg.data.cache_dir)
     n, c = len(model.views), spec.num_classes
     for case in tqdm([c for c in cases if c.name not in done], desc="pseudo-labels", disable=not progress):
