@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, check and cache data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+eval_app = typer.Typer(help="Evaluate pretrained representations (MedMNIST SSL benchmark).", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 _STATE = {"debug": bool(os.environ.get("MEDSSL_DEBUG"))}
 
@@ -202,6 +204,34 @@ def compare(
     typer.echo(table)
 
 
+# -------------------------------------------------------------------------------- evaluation
+@eval_app.command("medmnist")
+def eval_medmnist(
+    config: Annotated[Path, typer.Argument(help="YAML recipe, e.g. configs/medmnist/breastmnist_ssl.yaml.")],
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a key: --set eval.seeds=[0] or --set 'pretrain.*.epochs=1'."),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Run folder (default runs/<name>); an earlier run there resumes.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """SSL pretraining + linear / kNN / fine-tune evaluation on MedMNIST, with OOD and transfer.
+
+    Writes results.json, results.csv, report.md and PNG plots into OUT, rewritten after every
+    record: an interrupted run continues where it stopped when started again with the same OUT.
+    """
+    from medssl.config import load_medmnist_eval_config
+    from medssl.eval.medmnist_eval import run_medmnist_eval
+
+    cfg = load_medmnist_eval_config(config, set_)
+    out = out if out is not None else Path("runs") / cfg.name
+    results = run_medmnist_eval(cfg, out, progress=progress)
+    n = {k: len(results.get(k) or []) for k in ("records", "ood", "transfer")}
+    typer.echo(f"{n['records']} records, {n['ood']} OOD, {n['transfer']} transfer results; report: {out / 'report.md'}")
+
+
 def main() -> None:
     """Console entry point: runs the app and turns user errors into one-line messages."""
     try:
@@ -212,7 +242,7 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted (a training run continues with --resume)", err=True)
+        typer.echo("interrupted (a training run continues with --resume; `medssl eval` when run again)", err=True)
         sys.exit(130)
 
 

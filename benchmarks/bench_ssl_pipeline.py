@@ -1,0 +1,294 @@
+"""SSL pretraining step: medssl's in-memory batched pipeline against a pre-made batch and a per-sample DataLoader.
+
+One process, real MedMNIST data (BreastMNIST 28 px in 2D, AdrenalMNIST3D 28^3 with
+``--spatial-dims 3``), SimCLR (``medssl.methods.ssl.SimCLR``) on a ResNet-18 (small 3x3 stem at
+28 px), batch 256 (2D) / 32 (3D). Rows, each in images (not views) per second:
+
+* ``(a) medssl step``: what ``medssl.engines.ssl_pretrain.pretrain_ssl`` does per step: index a
+  batch from the uint8 training tensor with a permutation, move it to the device, augment the whole
+  batch there (``make_views``: ``SSLAugment("simclr").two_views``), then ``train_step`` (forward +
+  backward + AdamW step) at medssl's default precision (bf16 autocast + channels_last). Also at
+  fp32 (``(a) medssl step, fp32``), to compare pipelines at one precision.
+* ``(b) pre-made batch``: the same ``train_step`` on two views augmented once, outside the timing
+  (GUIDE section 2, item 13: the same engine with dummy data). ``(a) / (b)`` is the data
+  pipeline's share of a step; the target is below 1.15.
+* ``(c) per-sample DataLoader``: the pattern of MedMNIST's reference scripts: a
+  ``torch.utils.data.Dataset`` whose ``__getitem__`` returns two views of ONE image (the same
+  ``SSLAugment`` ops on a batch of 1, i.e. per-sample work, as the reference scripts apply
+  torchvision transforms per PIL image), ``DataLoader(batch_size, shuffle, num_workers=--workers)``
+  with the default collate, feeding the same ``train_step`` at fp32 (the reference scripts'
+  precision, contiguous memory) and at medssl's precision (bf16 + channels_last). The loader is
+  one long iterator over several epochs (``RandomSampler(num_samples=...)``), so worker start-up
+  is not timed (which favours the peer: the reference scripts restart workers every epoch, i.e.
+  every 2 batches on BreastMNIST).
+
+Targets: ``(a)/(b) < 1.15``; medssl/peer at the same precision >= 1.0 on CPU (on 2 cores the
+model takes about 95% of a step, so the gain must come from the model side: bf16 + channels_last,
+reported as the total gain against the fp32 per-sample pipeline), >= 3 on a GPU (where per-sample
+loading dominates).
+
+Timing: every row runs ``--warmup`` untimed steps, then ``--repeats`` windows of ``--steps`` steps;
+a window's images/s is ``steps * batch / seconds`` (CUDA synchronised at the window's ends); the
+table shows the median window. Rows (a) and (b) alternate window by window (so slow drift of the
+machine hits both alike); each DataLoader row runs its windows back to back on one iterator
+(steady state: the queue holds what the workers prefetched during the previous step).
+
+Usage::
+
+    python benchmarks/bench_ssl_pipeline.py                       # BreastMNIST, 2D, batch 256
+    python benchmarks/bench_ssl_pipeline.py --spatial-dims 3      # AdrenalMNIST3D, ResNet-18 3D, batch 32
+    python benchmarks/bench_ssl_pipeline.py --steps 1 --repeats 2 --batch 32 --warmup 1   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+TARGET_PIPELINE = 1.15  # (a) / (b) time ratio, at most
+TARGET_PEER = {"cpu": 1.0, "cuda": 3.0}  # medssl / per-sample DataLoader images/s at one precision, at least
+DEFAULTS = {2: ("breastmnist", 256), 3: ("adrenalmnist3d", 32)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(torch, device) -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [
+        f"machine: {_cpu_model()}, {cores} usable core(s) of {os.cpu_count()}, "
+        f"{platform.system()} {platform.machine()}",
+        f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
+    ]
+    try:
+        lines[-1] += f", oneDNN native bf16 {bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}"
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        load = os.getloadavg()
+        lines.append(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    except OSError:
+        pass
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        lines.append(f"device: {p.name}, {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=2, help="2: BreastMNIST; 3: AdrenalMNIST3D")
+    parser.add_argument("--flag", default=None, help="MedMNIST flag (default: breastmnist / adrenalmnist3d)")
+    parser.add_argument(
+        "--root", default=os.environ.get("MEDMNIST_ROOT", "../shared/data/medmnist"), help="folder of the .npz files"
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batch", type=int, default=None, help="images per step (default 256 in 2D, 32 in 3D)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    parser.add_argument("--repeats", type=int, default=5, help="timed windows per row (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per row first")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the per-sample pipeline")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; None keeps torch's default")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from medssl.engines.runtime import tune_allocator
+
+    tune_allocator()  # as pretrain_ssl does, before any large tensor exists
+
+    import torch
+    from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+    from medssl.data.medmnist import load_medmnist
+    from medssl.engines.ssl_pretrain import build_pretrain_model, make_views, memory_format_for, train_step
+    from medssl.transforms.ssl_augment import SSLAugment
+
+    t_start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
+    dims = args.spatial_dims
+    flag = args.flag or DEFAULTS[dims][0]
+    batch = args.batch or DEFAULTS[dims][1]
+    data = load_medmnist(flag, "train", 28, args.root)
+    images = data.images
+    if data.spatial_dims != dims:
+        print(f"{flag} is {data.spatial_dims}D, not {dims}D", file=sys.stderr)
+        return 2
+    n = len(images)
+    if n < batch:
+        print(f"{flag} has {n} training images, fewer than --batch {batch}", file=sys.stderr)
+        return 2
+    fmt = memory_format_for(dims)
+    total_steps = args.warmup + args.repeats * args.steps
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def make_model(channels_last: bool):
+        torch.manual_seed(args.seed)
+        model = build_pretrain_model("simclr", "resnet18", dims, int(images.shape[1]), {"small_input": True})
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=fmt)
+        model.train()
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3 * batch / 256, weight_decay=0.05)
+
+    # the medssl model (bf16 + channels_last) and the reference scripts' model (fp32, contiguous): same init
+    fast, fast_opt = make_model(True)
+    ref, ref_opt = make_model(False)
+    augment = SSLAugment(fast.aug_preset, spatial_dims=dims)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+
+    class Batches:
+        """The engine's data order: consecutive batches of concatenated random permutations (drop_last)."""
+
+        def __init__(self) -> None:
+            self.perm, self.pos = torch.randperm(n), 0
+
+        def next(self):
+            if self.pos + batch > n:
+                self.perm, self.pos = torch.randperm(n), 0
+            idx = self.perm[self.pos : self.pos + batch]
+            self.pos += batch
+            return images[idx]
+
+    order = Batches()
+
+    def medssl_step(model, opt, precision, memory_format):
+        def step() -> None:
+            x = order.next().to(device, non_blocking=True)
+            views = make_views(model, augment, x, gen)
+            train_step(model, opt, views, None, precision, memory_format)
+            model.momentum_update(0.5)  # a no-op for SimCLR; the engine calls it after every step
+
+        return step
+
+    premade = [v.contiguous(memory_format=fmt) for v in make_views(fast, augment, images[:batch].to(device), gen)]
+
+    def premade_step() -> None:
+        train_step(fast, fast_opt, premade, None, "bf16", fmt)
+
+    def windows(step, count: int = args.repeats):
+        """Yield images/s of ``count`` windows after the warm-up steps, one window per ``next``."""
+        for _ in range(args.warmup):
+            step()
+        sync()
+        for _ in range(count):
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            sync()
+            yield args.steps * batch / (time.perf_counter() - t)
+
+    # ------------------------------------------------------------ (a) and (b), alternating
+    results: dict[str, list[float]] = {}
+    a_win, b_win = windows(medssl_step(fast, fast_opt, "bf16", fmt)), windows(premade_step)
+    results["a"], results["b"] = [], []
+    for _ in range(args.repeats):
+        results["a"].append(next(a_win))
+        results["b"].append(next(b_win))
+    results["a32"] = list(windows(medssl_step(ref, ref_opt, "32", None)))
+
+    # ------------------------------------------------------------ (c) per-sample DataLoader
+    class PerSampleTwoViews(Dataset):
+        """Two views of one image per item: the per-sample pattern of MedMNIST's reference scripts."""
+
+        def __init__(self, imgs) -> None:
+            self.imgs = imgs
+            self.aug = SSLAugment("simclr", spatial_dims=dims)
+
+        def __len__(self) -> int:
+            return len(self.imgs)
+
+        def __getitem__(self, i: int):
+            v1, v2 = self.aug.two_views(self.imgs[i : i + 1])  # (1, C, *spatial) each: per-sample work
+            return v1[0], v2[0]
+
+    def peer_rate(model, opt, precision, memory_format) -> list[float]:
+        dataset = PerSampleTwoViews(images)
+        order_gen = torch.Generator().manual_seed(args.seed)
+        sampler = RandomSampler(dataset, num_samples=(total_steps + 2) * batch, generator=order_gen)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,  # shuffle over several epochs in one iterator
+            num_workers=args.workers,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+        )
+        it = iter(loader)
+
+        def step() -> None:
+            v1, v2 = next(it)
+            train_step(model, opt, [v1, v2], None, precision, memory_format)
+
+        try:
+            return list(windows(step))
+        finally:
+            del it
+
+    results["c32"] = peer_rate(ref, ref_opt, "32", None)
+    results["c16"] = peer_rate(fast, fast_opt, "bf16", fmt)
+
+    # ------------------------------------------------------------------------------ report
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(describe_machine(torch, device))
+    shape = "x".join(str(s) for s in images.shape[2:])
+    print(
+        f"data: {flag} train, {n} images {tuple(images.shape[1:])} uint8; SimCLR, ResNet-18 {dims}D (3x3 stem), "
+        f"batch {batch} ({shape}, 2 views), AdamW; {args.workers} DataLoader workers; warm-up {args.warmup} steps, "
+        f"median of {args.repeats} windows x {args.steps} steps"
+    )
+    print()
+    rows = [
+        ("(a) medssl step: index + batched aug on device + step", "bf16+CL", "a"),
+        ("(b) same step on a pre-made batch", "bf16+CL", "b"),
+        ("(a) medssl step, fp32", "fp32", "a32"),
+        ("(c) per-sample Dataset + DataLoader", "fp32", "c32"),
+        ("(c) per-sample Dataset + DataLoader", "bf16+CL", "c16"),
+    ]
+    head = f"{'pipeline':<56} {'precision':<9} {'img/s':>8} {'windows (img/s)':>28}"
+    print(head)
+    print("-" * len(head))
+    for label, prec, key in rows:
+        spread = " ".join(f"{v:.0f}" for v in results[key])
+        print(f"{label:<56} {prec:<9} {med[key]:>8.1f} {spread:>28}")
+    print("-" * len(head))
+    ratio_ab = med["b"] / med["a"]  # time ratio (a)/(b) = rate ratio (b)/(a)
+    peer_target = TARGET_PEER[device.type]
+    same16, same32, total = med["a"] / med["c16"], med["a32"] / med["c32"], med["a"] / med["c32"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    ok_ab = verdict(ratio_ab < TARGET_PIPELINE)
+    print(f"data pipeline share: step time (a)/(b) = {ratio_ab:.3f} (target < {TARGET_PIPELINE}: {ok_ab})")
+    print(f"medssl / per-sample at bf16+CL: {same16:.2f}x (target >= {peer_target}: {verdict(same16 >= peer_target)})")
+    print(f"medssl / per-sample at fp32:    {same32:.2f}x (target >= {peer_target}: {verdict(same32 >= peer_target)})")
+    print(f"total gain, medssl default (bf16+CL) vs the fp32 per-sample reference pipeline: {total:.2f}x")
+    print(f"total run time {time.perf_counter() - t_start:.0f} s")
+    return 0 if ratio_ab < TARGET_PIPELINE and min(same16, same32) >= peer_target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

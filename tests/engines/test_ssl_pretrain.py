@@ -1,0 +1,206 @@
+"""The SSL pretraining loop on tiny random images: checkpoints, logs, exact resume, backbone loading.
+
+Everything runs with one torch thread (bit-exact resume needs a fixed thread count) on 16-28 px
+random uint8 images with batch 16, so the whole file takes well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from medssl.engines import ssl_pretrain as sp
+from medssl.engines.ssl_pretrain import (
+    init_backbone_weights,
+    load_backbone,
+    pretrain_ssl,
+    to_channels,
+    union_images,
+    warmup_cosine,
+)
+from medssl.errors import DataError
+
+SMALL = {  # shrunk heads: the loop, not the heads, is under test
+    "simclr": dict(hidden_dim=32, proj_dim=16),
+    "byol": dict(hidden_dim=32, proj_dim=16),
+    "dino": dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
+    "supervised": {},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def images(n: int = 32, side: int = 16, channels: int = 1, dims: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, *(side,) * dims), dtype=torch.uint8, generator=g)
+
+
+def run(method: str, out, imgs=None, **kw):
+    imgs = images() if imgs is None else imgs
+    if method == "supervised":
+        kw.setdefault("labels", torch.arange(len(imgs)) % 3)
+    kw.setdefault("method_kwargs", SMALL[method])
+    base = dict(epochs=2, batch_size=16, warmup_epochs=1, progress=False, log_every=1)
+    return pretrain_ssl(method, imgs, out, **{**base, **kw})
+
+
+def log_records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / sp.LOG_NAME).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "supervised"])
+def test_pretrain_writes_checkpoint_log_and_loadable_backbone(method, tmp_path):
+    path = run(method, tmp_path)
+    assert path == tmp_path / "pretrain.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 4  # 32 images // 16 x 2 epochs
+    assert ckpt["meta"] == {
+        "method": method,
+        "arch": "resnet18",
+        "arch_kwargs": {"small_input": True},
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_dim": 512,
+        "epochs": 2,
+        "seed": 0,
+    }
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "backbone", "config"}
+    recs = log_records(tmp_path)
+    steps = [r for r in recs if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in recs)
+    assert steps[0]["lr"] < steps[1]["lr"] and steps[1]["lr"] > steps[3]["lr"]  # warm-up then cosine
+
+    backbone = load_backbone(path)
+    assert backbone.out_dim == 512 and not backbone.init_report.skipped
+    stored = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    assert stored.keys() == backbone.state_dict().keys()
+    assert all(torch.equal(backbone.state_dict()[k], v) for k, v in stored.items())
+
+
+@pytest.mark.parametrize("method", ["byol", "dino"])  # EMA targets; DINO also its centre, multi-crop, clipping
+def test_resume_gives_the_uninterrupted_weights(method, tmp_path, monkeypatch):
+    imgs = images(side=28)
+    straight = torch.load(run(method, tmp_path / "straight", imgs), weights_only=True)
+
+    real_save = sp._save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise Killed  # as if the process died right after epoch 1's checkpoint
+
+    monkeypatch.setattr(sp, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(method, tmp_path / "resumed", imgs)
+    monkeypatch.setattr(sp, "_save_checkpoint", real_save)
+    assert torch.load(tmp_path / "resumed" / "pretrain.pt", weights_only=True)["epoch"] == 1
+    resumed = torch.load(run(method, tmp_path / "resumed", imgs), weights_only=True)
+
+    assert resumed["epoch"] == 2 and resumed["global_step"] == straight["global_step"]
+    for key in ("backbone", "model"):
+        assert straight[key].keys() == resumed[key].keys()
+        diff = [k for k in straight[key] if not torch.equal(straight[key][k], resumed[key][k])]
+        assert not diff, f"{key} differs after resume: {diff[:5]}"
+    steps = [r["step"] for r in log_records(tmp_path / "resumed") if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) == [1, 2, 3, 4]  # no line written twice
+
+
+def test_resume_of_a_finished_run_and_of_other_settings(tmp_path):
+    path = run("simclr", tmp_path, epochs=1)
+    mtime = path.stat().st_mtime_ns
+    assert run("simclr", tmp_path, epochs=1) == path and path.stat().st_mtime_ns == mtime  # nothing to do
+    with pytest.raises(DataError, match="other settings"):
+        run("simclr", tmp_path, epochs=1, batch_size=8)
+    run("simclr", tmp_path, epochs=1, batch_size=8, resume=False)  # starts over
+    assert torch.load(path, weights_only=True)["config"]["batch_size"] == 8
+
+
+def test_vit_3d_round_trip(tmp_path):
+    vols = images(n=16, side=8, dims=3)
+    path = run("simclr", tmp_path, vols, arch="vit_small", spatial_dims=3, epochs=1, batch_size=8)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["meta"]["arch_kwargs"] == {"image_size": 8, "patch_size": 4}
+    assert ckpt["config"]["grad_clip"] == 3.0  # "auto" on a ViT
+    backbone = load_backbone(path)
+    x = torch.rand(2, 1, 8, 8, 8)
+    assert backbone.eval()(x).shape == (2, backbone.out_dim)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="uint8"):
+        pretrain_ssl("simclr", images().float(), "unused")
+    with pytest.raises(ValueError, match="spatial axes"):
+        pretrain_ssl("simclr", images(), "unused", spatial_dims=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        pretrain_ssl("simclr", images(n=8), "unused", batch_size=16)
+    with pytest.raises(ValueError, match="labels"):
+        pretrain_ssl("supervised", images(), "unused", batch_size=16)
+    with pytest.raises(ValueError, match="unknown method"):
+        pretrain_ssl("simclr2", images(), "unused")
+
+
+def test_channels_and_union():
+    gray, rgb = images(n=3), images(n=2, channels=3, seed=1)
+    assert to_channels(rgb, 3) is rgb
+    up = to_channels(gray, 3)
+    assert up.shape == (3, 3, 16, 16) and all(torch.equal(up[:, c], gray[:, 0]) for c in range(3))
+    u = union_images([gray, rgb])
+    assert u.shape == (5, 3, 16, 16) and u.dtype == torch.uint8 and u.is_contiguous()
+    assert torch.equal(u[3:], rgb) and torch.equal(u[:3, 2], gray[:, 0])
+    assert union_images([gray, gray]).shape == (6, 1, 16, 16)
+    with pytest.raises(ValueError, match="same spatial size"):
+        union_images([gray, images(n=1, side=28)])
+    with pytest.raises(ValueError, match="only grayscale"):
+        to_channels(rgb, 1)
+
+
+def test_foreign_weights_with_conv1_channel_adaptation(tmp_path):
+    torch.manual_seed(1)
+    rgb = sp.build_backbone("resnet18", 2, 3, small_input=False).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so that buffers are checked too
+        for m in rgb.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    sd = {f"module.{k}": v for k, v in rgb.state_dict().items()}  # a DDP-style file with an extra head
+    sd["module.fc.weight"] = torch.zeros(10, 512)
+    torch.save(sd, tmp_path / "imagenet.pth")
+
+    gray = load_backbone(tmp_path / "imagenet.pth", "resnet18", 2, 1, {"small_input": False}).eval()
+    report = gray.init_report
+    assert report.adapted == ["conv1.weight"] and report.strip == "module." and not report.skipped
+    assert len(report.loaded) == len(rgb.state_dict()) - 1
+    assert torch.equal(gray.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))
+    assert "1 with input channels adapted" in str(report)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(gray(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-4)
+
+    # the other way: 1 -> 3 channels repeats / 3; a kernel-size mismatch is skipped, not adapted
+    assert torch.allclose(sp.adapt_input_channels(gray.conv1.weight, 3).sum(1, keepdim=True), gray.conv1.weight)
+    small = sp.build_backbone("resnet18", 2, 1, small_input=True)
+    rep = init_backbone_weights(small, tmp_path / "imagenet.pth")
+    assert rep.skipped == ["conv1.weight"] and not rep.adapted
+
+    with pytest.raises(DataError, match="give arch"):
+        load_backbone(tmp_path / "imagenet.pth")
+
+
+def test_warmup_cosine():
+    f = [warmup_cosine(s, 2, 6) for s in range(6)]
+    assert f[:2] == [0.5, 1.0]
+    assert f[2] == 1.0 and f[2] > f[3] > f[4] > f[5] > 0
+    assert warmup_cosine(6, 2, 6) == pytest.approx(0.0)

@@ -1,0 +1,425 @@
+"""``medssl eval medmnist`` end to end on fake MedMNIST files: records, OOD, transfer, report, resume, CLI.
+
+Two fake 2D datasets in the official npz layout (``breastmnist``: 40/20/20 images whose class
+shows as brighter blobs; ``pneumoniamnist``: striped images, the OOD set of the other). The run
+uses the real pretraining engine (SimCLR, 1 epoch of 2 steps), a random-init supervised
+baseline, linear + kNN + 1-epoch fine-tuning at 10 % / 100 % labels and 2 seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medssl.config import MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, build_config, load_medmnist_eval_config
+from medssl.errors import ConfigError
+from medssl.eval import medmnist_eval as me
+from medssl.eval import protocols
+
+N_SPLIT = {"train": 40, "val": 20, "test": 20}
+DATASETS = ["breastmnist", "pneumoniamnist"]
+
+
+def _fake_npz(path: Path, kind: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    yy, xx = np.mgrid[:28, :28]
+    for split, n in N_SPLIT.items():
+        labels = np.arange(n) % 2
+        rng.shuffle(labels)
+        if kind == "blobs":  # class 1: a bright disc on a dark noisy background
+            base = rng.normal(60, 20, (n, 28, 28))
+            cy, cx = rng.integers(9, 19, (2, n))
+            disc = ((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2) < 25
+            base += disc * np.where(labels == 1, 120, 30)[:, None, None]
+        else:  # stripes of varying period, class 1 slightly brighter
+            period = rng.integers(3, 7, n)[:, None, None]
+            base = 100 + 80 * np.sin(2 * np.pi * xx[None] / period) + 40 * labels[:, None, None]
+            base += rng.normal(0, 10, (n, 28, 28))
+        arrays[f"{split}_images"] = np.clip(base, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels[:, None].astype(np.uint8)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("medmnist")
+    _fake_npz(root / "breastmnist.npz", "blobs", 0)
+    _fake_npz(root / "pneumoniamnist.npz", "stripes", 1)
+    return root
+
+
+def _raw(root: Path) -> dict:
+    return {
+        "name": "test-run",
+        "datasets": list(DATASETS),
+        "size": 28,
+        "root": str(root),
+        "verify": False,  # fake files: no official md5
+        "device": "cpu",
+        "pretrain": [
+            {"name": "simclr", "method": "simclr", "epochs": 1, "batch_size": 20, "warmup_epochs": 0},
+            {"name": "supervised", "method": "none", "init": "random"},
+        ],
+        "eval": {
+            "protocols": ["linear", "knn", "finetune"],
+            "fractions": [0.1, 1.0],
+            "seeds": [0, 1],
+            "linear": {"lrs": [0.01], "wds": [0.0], "epochs": 5},
+            "knn": {"ks": [3, 5], "temps": [0.1]},
+            "finetune": {"epochs": 1, "batch_size": 20},
+        },
+        "ood": {"enabled": True, "scores": ["msp", "energy", "mahalanobis"], "model": "linear"},
+        "transfer": {"enabled": True},
+    }
+
+
+def _cfg(root: Path, **changes) -> MedMNISTEvalConfig:
+    raw = _raw(root)
+    raw.update(changes)
+    return build_config(raw, model=MedMNISTEvalConfig)
+
+
+N_RECORDS = 2 * 2 * 3 * 2 * 2  # datasets x entries x protocols x fractions x seeds
+N_OOD = 2 * 2 * 3  # ordered pairs x entries x scores
+N_TRANSFER = 2 * 1 * 2  # ordered pairs x pretraining entries x seeds (fraction 1.0)
+
+
+def _plain(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+
+
+@pytest.fixture(scope="module")
+def full_run(fake_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    with torch.random.fork_rng():
+        results = me.run_medmnist_eval(_cfg(fake_root), out, progress=False)
+    return out, results
+
+
+def test_full_run_writes_everything(full_run):
+    out, results = full_run
+    for name in ("results.json", "results.csv", "ood.csv", "transfer.csv", "report.md", "config.yaml",
+                 "breastmnist_linear.png", "breastmnist_knn.png", "pneumoniamnist_finetune.png",
+                 "ood_breastmnist_vs_pneumoniamnist.png", "transfer_simclr_100pct.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["records"]) == N_RECORDS and len(results["records"]) == N_RECORDS
+    assert len(saved["ood"]) == N_OOD and len(saved["transfer"]) == N_TRANSFER
+    assert len((out / "results.csv").read_text().splitlines()) == N_RECORDS + 1
+    keys = {(r["dataset"], r["method"], r["protocol"], r["fraction"], r["seed"]) for r in saved["records"]}
+    assert len(keys) == N_RECORDS
+    for r in saved["records"]:
+        assert 0 <= r["acc"] <= 1 and 0 <= r["balanced_acc"] <= 1 and r["arch"] == "resnet18_28"
+        assert r["n_train"] == (40 if r["fraction"] == 1.0 else 4)  # 10 % of 20 per class
+    # the fake task is easy: the linear probe on random features already separates it
+    lin = [r["auroc"] for r in saved["records"] if r["protocol"] == "linear" and r["fraction"] == 1.0]
+    assert np.mean(lin) > 0.7
+    # pretraining and feature caches where documented
+    assert (out / "pretrain/simclr/breastmnist/pretrain.pt").is_file()
+    assert (out / "pretrain/simclr/breastmnist/medssl_pretrain.json").is_file()
+    assert (out / "features/simclr__breastmnist__pneumoniamnist_28_test.pt").is_file()  # OOD / transfer inputs
+
+
+def test_report_tables_ci_and_published(full_run):
+    out, _ = full_run
+    report = (out / "report.md").read_text()
+    assert "## breastmnist" in report and "### pneumoniamnist / knn" in report
+    assert "± " in report and "(n=2)" in report
+    # the supervised (random-init fine-tuning) row at 100 % sits beside MedMNIST v2's numbers
+    line = next(l for l in report.splitlines() if l.startswith("| 100% | supervised") and "0.901" in l)
+    assert "ResNet-18 (28): 0.901 / 0.863" in line
+    assert "## Out-of-distribution detection" in report and "breastmnist → pneumoniamnist" in report
+    assert "## Cross-dataset transfer" in report and "![transfer simclr, 100% labels]" in report
+
+
+def test_ood_records_for_the_pair(full_run):
+    _, results = full_run
+    ood = results["ood"]
+    pairs = {(r["train"], r["test"], r["method"], r["score"]) for r in ood}
+    for a, b in (("breastmnist", "pneumoniamnist"), ("pneumoniamnist", "breastmnist")):
+        for m in ("simclr", "supervised"):
+            for s in ("msp", "energy", "mahalanobis"):
+                assert (a, b, m, s) in pairs
+    for r in ood:
+        assert {"auroc", "aupr_in", "aupr_out", "fpr95", "roc"} <= set(r) and r["seed"] == 0
+        assert 0 <= r["auroc"] <= 1 and 0 <= r["fpr95"] <= 1 and r["n_in"] == r["n_out"] == 20
+    # stripes vs blobs: Mahalanobis on the features tells them apart
+    maha = [r["auroc"] for r in ood if r["score"] == "mahalanobis"]
+    assert np.mean(maha) > 0.8
+
+
+def test_transfer_matrix(full_run):
+    _, results = full_run
+    flags, cells = me.transfer_matrix(results, "simclr", 1.0)
+    assert sorted(flags) == sorted(DATASETS)
+    for i in range(2):
+        for j in range(2):
+            text, mean = cells[i][j]
+            assert "(n=2)" in text and 0 <= mean <= 1
+    # the diagonal is the in-domain linear probe of the same entry
+    a = flags[0]
+    diag = np.mean([r["auroc"] for r in results["records"] if r["dataset"] == a and r["method"] == "simclr"
+                    and r["protocol"] == "linear" and r["fraction"] == 1.0])
+    assert math.isclose(cells[0][0][1], diag)
+    assert {(r["pretrain"], r["dataset"]) for r in results["transfer"]} == {
+        ("breastmnist", "pneumoniamnist"), ("pneumoniamnist", "breastmnist")}
+
+
+def _counting(monkeypatch) -> dict:
+    calls = {"linear_probe": 0, "knn_probe": 0, "fine_tune": 0, "pretrain_ssl": 0, "forward": 0}
+    for name in ("linear_probe", "knn_probe", "fine_tune"):
+        real = getattr(protocols, name)
+
+        def wrapped(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(protocols, name, wrapped)
+    engine = me._engine()
+    real_pretrain, real_forward = engine.pretrain_ssl, me._forward
+
+    def pretrain(*a, **k):
+        calls["pretrain_ssl"] += 1
+        return real_pretrain(*a, **k)
+
+    def forward(*a, **k):
+        calls["forward"] += 1
+        return real_forward(*a, **k)
+
+    monkeypatch.setattr(engine, "pretrain_ssl", pretrain)
+    monkeypatch.setattr(me, "_forward", forward)
+    return calls
+
+
+def test_rerun_recomputes_nothing(full_run, fake_root, monkeypatch):
+    out, results = full_run
+    calls = _counting(monkeypatch)
+    again = me.run_medmnist_eval(_cfg(fake_root), out, progress=False)
+    assert all(v == 0 for v in calls.values()), calls
+    for kind in ("records", "ood", "transfer"):
+        assert _plain(again[kind]) == _plain(results[kind])
+
+
+def test_changed_setting_recomputes_only_what_it_affects(full_run, fake_root, monkeypatch, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(full_run[0], out)
+    raw = _raw(fake_root)
+    raw["eval"]["knn"]["ks"] = [3]  # only the kNN records depend on this
+    calls = _counting(monkeypatch)
+    res = me.run_medmnist_eval(build_config(raw, model=MedMNISTEvalConfig), out, progress=False)
+    assert calls["knn_probe"] == 2 * 2 * 2 * 2 and calls["linear_probe"] == calls["fine_tune"] == 0
+    assert calls["pretrain_ssl"] == 0 and calls["forward"] == 0  # features came from the cache
+    assert len(res["records"]) == N_RECORDS
+
+
+def test_interrupted_run_resumes_to_the_same_records(full_run, fake_root, monkeypatch, tmp_path):
+    real_write = me.write_results
+
+    def write_then_die(results, out_dir):
+        paths = real_write(results, out_dir)
+        if len(results["records"]) >= 3:
+            raise KeyboardInterrupt
+        return paths
+
+    monkeypatch.setattr(me, "write_results", write_then_die)
+    with pytest.raises(KeyboardInterrupt), torch.random.fork_rng():
+        me.run_medmnist_eval(_cfg(fake_root), tmp_path, progress=False)
+    assert len(json.loads((tmp_path / "results.json").read_text())["records"]) == 3
+    monkeypatch.setattr(me, "write_results", real_write)
+
+    calls = _counting(monkeypatch)
+    with torch.random.fork_rng():
+        resumed = me.run_medmnist_eval(_cfg(fake_root), tmp_path, progress=False)
+    n_protocol = calls["linear_probe"] + calls["knn_probe"] + calls["fine_tune"]
+    assert n_protocol == N_RECORDS + N_TRANSFER - 3  # the 3 saved records were not recomputed
+    assert calls["pretrain_ssl"] == 2 - 1  # breastmnist's SimCLR finished before the interruption
+    _, reference = full_run
+    for kind in ("records", "ood", "transfer"):
+        got, want = _plain(resumed[kind]), _plain(reference[kind])
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys()
+            for k in g:
+                if isinstance(w[k], float):
+                    assert g[k] == pytest.approx(w[k], abs=1e-6), (kind, k, g, w)
+                else:
+                    assert g[k] == w[k], (kind, k)
+
+
+def test_init_checkpoint_run_foreign_and_multidomain(full_run, fake_root, tmp_path):
+    """Weights from another run (folder or file) give the same kNN result as in that run; a foreign
+    DDP-style state dict and multi-domain pretraining on the union of both datasets run through."""
+    src, reference = full_run
+    ckpt = src / "pretrain/simclr/breastmnist/pretrain.pt"
+    engine = me._engine()
+    foreign = engine.build_backbone("resnet18", 2, 3, small_input=True)  # an RGB network, e.g. ImageNet's
+    torch.save({"module." + k: v for k, v in foreign.state_dict().items()}, tmp_path / "foreign.pth")
+    raw = _raw(fake_root)
+    raw.update(datasets=["breastmnist"], transfer={"enabled": False}, ood={"enabled": False})
+    raw["eval"].update(protocols=["knn"], fractions=[1.0], seeds=[0])
+    raw["pretrain"] = [
+        {"name": "from-run", "method": "none", "init": "run", "run": str(src / "pretrain/simclr")},
+        {"name": "from-file", "method": "none", "init": "checkpoint", "checkpoint": str(ckpt)},
+        {"name": "foreign", "method": "none", "init": "checkpoint", "checkpoint": str(tmp_path / "foreign.pth")},
+        {"name": "multi", "method": "byol", "datasets": DATASETS, "epochs": 1, "batch_size": 40, "warmup_epochs": 0},
+    ]
+    with torch.random.fork_rng():
+        res = me.run_medmnist_eval(build_config(raw, model=MedMNISTEvalConfig), tmp_path / "out", progress=False)
+    by = {r["method"]: r for r in res["records"]}
+    want = next(r for r in reference["records"] if r["dataset"] == "breastmnist" and r["method"] == "simclr"
+                and r["protocol"] == "knn" and r["fraction"] == 1.0 and r["seed"] == 0)
+    for name in ("from-run", "from-file"):
+        assert by[name]["auroc"] == pytest.approx(want["auroc"]) and by[name]["acc"] == pytest.approx(want["acc"])
+    assert by["foreign"]["init"] == "checkpoint" and 0 <= by["foreign"]["auroc"] <= 1
+    assert by["multi"]["pretrain_datasets"] == "breastmnist+pneumoniamnist"
+    assert (tmp_path / "out/pretrain/multi/breastmnist+pneumoniamnist/pretrain.pt").is_file()
+
+
+def test_ood_with_the_finetuned_model(fake_root, tmp_path, monkeypatch):
+    raw = _raw(fake_root)
+    raw["pretrain"] = [{"name": "supervised", "method": "none", "init": "random"}]
+    raw["eval"].update(protocols=["finetune"], fractions=[1.0], seeds=[0])
+    raw.update(ood={"enabled": True, "model": "finetune", "scores": ["energy", "mahalanobis"]},
+               transfer={"enabled": False})
+    calls = _counting(monkeypatch)
+    res = me.run_medmnist_eval(build_config(raw, model=MedMNISTEvalConfig), tmp_path, progress=False)
+    assert calls["fine_tune"] == 2  # the OOD scores reuse the saved fine-tuned models
+    assert len(res["records"]) == 2 and len(res["ood"]) == 4
+    assert {r["model"] for r in res["ood"]} == {"finetune"}
+    assert (tmp_path / "models/supervised__breastmnist__breastmnist_finetune.pt").is_file()
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_pretraining_is_resumed_reused_or_restarted(fake_root, tmp_path, monkeypatch):
+    """Same settings: an unfinished pretraining resumes, a finished one is not called again;
+    changed settings start over (the engine cannot resume another schedule)."""
+    seen = []
+
+    def fake_pretrain(method, images, out_dir, **kw):
+        seen.append(kw["resume"])
+        path = Path(out_dir) / "pretrain.pt"
+        path.write_bytes(b"weights")
+        return path
+
+    monkeypatch.setattr(me._engine(), "pretrain_ssl", fake_pretrain)
+
+    def checkpoint(cfg):
+        return me._Run(cfg, tmp_path, progress=False).backbone(cfg.pretrain[0], "breastmnist").checkpoint()
+
+    cfg = _cfg(fake_root)
+    path = checkpoint(cfg)
+    assert path == tmp_path / "pretrain/simclr/breastmnist/pretrain.pt" and seen == [True]
+    assert checkpoint(cfg) == path and seen == [True]
+    marker = path.parent / "medssl_pretrain.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "complete": False}))  # killed mid-run
+    checkpoint(cfg)
+    assert seen == [True, True]
+    raw = _raw(fake_root)
+    raw["pretrain"][0]["lr"] = 0.5
+    checkpoint(build_config(raw, model=MedMNISTEvalConfig))
+    assert seen == [True, True, False]
+
+
+def test_adapt_channels():
+    gray = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
+    assert me._adapt(gray, 3).shape == (2, 3, 4, 4)
+    rgb = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    rgb[:, 1] = 100
+    out = me._adapt(rgb, 1)
+    assert out.shape == (2, 1, 4, 4) and out.dtype == torch.uint8 and int(out[0, 0, 0, 0]) == round(58.7)
+    assert me._adapt(gray, None) is gray
+
+
+def test_method_names_match_the_registry():
+    from medssl.methods.ssl import SSL_METHODS
+
+    assert set(MEDMNIST_SSL_METHODS) == set(SSL_METHODS)
+
+
+# ---------------------------------------------------------------- config and CLI
+
+
+def _write_yaml(path: Path, raw: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_unknown_key_is_named(tmp_path, fake_root):
+    raw = _raw(fake_root)
+    raw["eval"]["protocol"] = ["linear"]
+    with pytest.raises(ConfigError, match=r"unknown key 'eval.protocol'"):
+        load_medmnist_eval_config(_write_yaml(tmp_path / "a.yaml", raw))
+    raw = _raw(fake_root)
+    raw["pretrain"][0]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key 'pretrain.0.epoch'"):
+        load_medmnist_eval_config(_write_yaml(tmp_path / "b.yaml", raw))
+
+
+def test_config_checks_and_list_overrides(tmp_path, fake_root):
+    path = _write_yaml(tmp_path / "c.yaml", _raw(fake_root))
+    cfg = load_medmnist_eval_config(path, ["pretrain.*.epochs=7", "pretrain.1.seed=3", "eval.seeds=[5]"])
+    assert [p.epochs for p in cfg.pretrain] == [7, 7] and cfg.pretrain[1].seed == 3 and cfg.eval.seeds == [5]
+    with pytest.raises(ConfigError, match="past the end"):
+        load_medmnist_eval_config(path, ["pretrain.5.epochs=1"])
+    bad = [
+        ({"name": "x", "method": "none", "init": "checkpoint"}, "needs 'checkpoint"),
+        ({"name": "x", "method": "simclr", "init": "run", "run": "r"}, "starts from random weights"),
+        ({"name": "x", "method": "simclr", "datasets": ["adrenalmnist3d"]}, "pretrains 3D"),
+        ({"name": "x", "method": "simclr", "datasets": ["breastmnis"]}, "did you mean 'breastmnist'"),
+    ]
+    for entry, message in bad:
+        raw = _raw(fake_root)
+        raw["pretrain"] = [entry]
+        with pytest.raises(ConfigError, match=message):
+            build_config(raw, model=MedMNISTEvalConfig)
+    raw = _raw(fake_root)
+    raw["eval"]["fractions"] = [0.0, 1.0]
+    with pytest.raises(ConfigError, match=r"fractions must be in \(0, 1\]"):
+        build_config(raw, model=MedMNISTEvalConfig)
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[2] / "configs" / "medmnist"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    shipped = {"tiny.yaml", "breastmnist_ssl.yaml", "breastmnist_supervised.yaml", "adrenalmnist3d_supervised.yaml"}
+    assert shipped <= set(names)
+    for name in names:
+        cfg = load_medmnist_eval_config(root / name)
+        assert cfg.pretrain and cfg.datasets
+    ssl = load_medmnist_eval_config(root / "breastmnist_ssl.yaml")
+    assert {p.method for p in ssl.pretrain} == set(MEDMNIST_SSL_METHODS) - {"supervised"} | {"none"}
+
+
+def test_cli_parses_and_calls_worker(tmp_path, fake_root, monkeypatch):
+    from medssl.cli import app
+
+    seen = {}
+
+    def fake_run(cfg, out, progress=True):
+        seen.update(cfg=cfg, out=out, progress=progress)
+        return {"records": [{}] * 3, "ood": [], "transfer": []}
+
+    monkeypatch.setattr(me, "run_medmnist_eval", fake_run)
+    path = _write_yaml(tmp_path / "cfg.yaml", _raw(fake_root))
+    res = CliRunner().invoke(app, ["eval", "medmnist", str(path), "--set", "eval.seeds=[0]", "--set",
+                                   "pretrain.*.epochs=2", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].eval.seeds == [0] and [p.epochs for p in seen["cfg"].pretrain] == [2, 2]
+    assert seen["out"] == tmp_path / "o" and seen["progress"] is False
+    assert "3 records" in res.output and "report.md" in res.output
+    res = CliRunner().invoke(app, ["eval", "medmnist", str(path), "--set", "eval.bogus=1"])
+    assert res.exit_code != 0 and isinstance(res.exception, ConfigError) and "eval.bogus" in str(res.exception)
