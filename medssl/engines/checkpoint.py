@@ -64,19 +64,26 @@ def load_matching_weights(
     return loaded, skipped
 
 
+def save_checkpoint_atomic(state: dict, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` (atomic): a job
+    killed while saving keeps its previous checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that writes to a temporary file and renames it into place, and
     loads with ``weights_only=True``: a run killed while saving keeps its previous checkpoint."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_checkpoint_atomic(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=True) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)

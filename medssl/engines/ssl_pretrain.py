@@ -324,13 +324,9 @@ def train_step(
 
 # ------------------------------------------------------------------------------- checkpoint
 def _save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` (atomic)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from medssl.engines.checkpoint import save_checkpoint_atomic
+
+    save_checkpoint_atomic(state, path)
 
 
 def _truncate_log(path: Path, step: int) -> None:
