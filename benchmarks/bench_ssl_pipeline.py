@@ -65,7 +65,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe_machine(torch, device) -> str:
+def describe_machine(torch, device, load_start: tuple[float, ...] | None = None) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
         f"machine: {_cpu_model()}, {cores} usable core(s) of {os.cpu_count()}, "
@@ -77,9 +77,10 @@ def describe_machine(torch, device) -> str:
         lines[-1] += f", oneDNN native bf16 {bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}"
     except (AttributeError, RuntimeError):
         pass
-    try:
-        load = os.getloadavg()
-        lines.append(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    try:  # other processes on the same cores make the timings meaningless: check the 1-minute figures
+        end = os.getloadavg()
+        start = f"{load_start[0]:.2f} (1 min) at start, " if load_start else ""
+        lines.append(f"load average: {start}{end[0]:.2f} at the end (this run itself adds about the thread count)")
     except OSError:
         pass
     if device.type == "cuda":
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from medssl.transforms.ssl_augment import SSLAugment
 
     t_start = time.perf_counter()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -202,12 +204,21 @@ def main(argv: list[str] | None = None) -> int:
 
     # ------------------------------------------------------------ (a) and (b), alternating
     results: dict[str, list[float]] = {}
+
+    def note(*keys: str) -> None:
+        """Progress on stderr as each row ends (a long 3D run shows something before the table)."""
+        for k in keys:
+            print(f"[{time.perf_counter() - t_start:5.0f} s] {k}: " + " ".join(f"{v:.1f}" for v in results[k]) + " img/s",
+                  file=sys.stderr, flush=True)
+
     a_win, b_win = windows(medssl_step(fast, fast_opt, "bf16", fmt)), windows(premade_step)
     results["a"], results["b"] = [], []
     for _ in range(args.repeats):
         results["a"].append(next(a_win))
         results["b"].append(next(b_win))
+    note("a", "b")
     results["a32"] = list(windows(medssl_step(ref, ref_opt, "32", None)))
+    note("a32")
 
     # ------------------------------------------------------------ (c) per-sample DataLoader
     class PerSampleTwoViews(Dataset):
@@ -248,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
             del it
 
     results["c32"] = peer_rate(ref, ref_opt, "32", None)
+    note("c32")
     results["c16"] = peer_rate(fast, fast_opt, "bf16", fmt)
+    note("c16")
 
     # ------------------------------------------------------------------------------ report
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(describe_machine(torch, device))
+    print(describe_machine(torch, device, load_start))
     shape = "x".join(str(s) for s in images.shape[2:])
     print(
         f"data: {flag} train, {n} images {tuple(images.shape[1:])} uint8; SimCLR, ResNet-18 {dims}D (3x3 stem), "
