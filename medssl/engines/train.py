@@ -197,6 +197,9 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     pl.seed_everything(tc.seed, workers=True, verbose=False)
 
     spec, train_cases, val_cases = build_cases(cfg)
+    if tc.devices * tc.num_nodes > len(val_cases):  # every rank must validate at least one case
+        raise ConfigError(f"{tc.devices * tc.num_nodes} processes but only {len(val_cases)} validation cases; "
+                          "use fewer devices or more test cases")
     unlabeled = build_unlabeled_cases(cfg, {c.image.resolve() for c in train_cases}) if uses_unlabeled(cfg) else []
     if uses_unlabeled(cfg) and not unlabeled:
         raise DataError("umct needs unlabeled images (imagesUnlabeled/) besides any reviewed cases used as labels", cfg.data.root)
