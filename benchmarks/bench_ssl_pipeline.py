@@ -17,21 +17,23 @@ One process, real MedMNIST data (BreastMNIST 28 px in 2D, AdrenalMNIST3D 28^3 wi
   ``SSLAugment`` ops on a batch of 1, i.e. per-sample work, as the reference scripts apply
   torchvision transforms per PIL image), ``DataLoader(batch_size, shuffle, num_workers=--workers)``
   with the default collate, feeding the same ``train_step`` at fp32 (the reference scripts'
-  precision, contiguous memory) and at medssl's precision (bf16 + channels_last). The loader is
-  one long iterator over several epochs (``RandomSampler(num_samples=...)``), so worker start-up
-  is not timed (which favours the peer: the reference scripts restart workers every epoch, i.e.
-  every 2 batches on BreastMNIST).
+  precision, contiguous memory) and at medssl's precision (bf16 + channels_last). Worker start-up
+  is not timed (it falls in the warm-up steps), which favours the peer: the reference scripts
+  restart their workers every epoch, i.e. every 2 batches on BreastMNIST.
 
 Targets: ``(a)/(b) < 1.15``; medssl/peer at the same precision >= 1.0 on CPU (on 2 cores the
 model takes about 95% of a step, so the gain must come from the model side: bf16 + channels_last,
 reported as the total gain against the fp32 per-sample pipeline), >= 3 on a GPU (where per-sample
 loading dominates).
 
-Timing: every row runs ``--warmup`` untimed steps, then ``--repeats`` windows of ``--steps`` steps;
-a window's images/s is ``steps * batch / seconds`` (CUDA synchronised at the window's ends); the
-table shows the median window. Rows (a) and (b) alternate window by window (so slow drift of the
-machine hits both alike); each DataLoader row runs its windows back to back on one iterator
-(steady state: the queue holds what the workers prefetched during the previous step).
+Timing: ``--repeats`` rounds; each round runs every row once, in an order rotated by one row per
+round (slow drift of the machine, and training-state effects, hit every row alike): ``--warmup``
+untimed steps (2 more in the first round: the first steps allocate and tune), then a window of
+``--steps`` timed steps; a window's images/s is ``steps * batch / seconds`` (CUDA synchronised at
+its ends). The table shows the median window per row. A DataLoader row opens a fresh iterator per
+round (worker start-up falls in the warm-up steps; after one step the workers are ahead, the
+steady state) and shuts it down after its window, so its workers' prefetching does not run into
+the next row's timing.
 
 Usage::
 
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--batch", type=int, default=None, help="images per step (default 256 in 2D, 32 in 3D)")
     parser.add_argument("--steps", type=int, default=3, help="steps per timed window")
-    parser.add_argument("--repeats", type=int, default=5, help="timed windows per row (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per row first")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds: timed windows per row (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each window (+2 in round 1)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the per-sample pipeline")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; None keeps torch's default")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{flag} has {n} training images, fewer than --batch {batch}", file=sys.stderr)
         return 2
     fmt = memory_format_for(dims)
-    total_steps = args.warmup + args.repeats * args.steps
 
     def sync() -> None:
         if device.type == "cuda":
@@ -190,36 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     def premade_step() -> None:
         train_step(fast, fast_opt, premade, None, "bf16", fmt)
 
-    def windows(step, count: int = args.repeats):
-        """Yield images/s of ``count`` windows after the warm-up steps, one window per ``next``."""
-        for _ in range(args.warmup):
-            step()
-        sync()
-        for _ in range(count):
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            sync()
-            yield args.steps * batch / (time.perf_counter() - t)
-
-    # ------------------------------------------------------------ (a) and (b), alternating
-    results: dict[str, list[float]] = {}
-
-    def note(*keys: str) -> None:
-        """Progress on stderr as each row ends (a long 3D run shows something before the table)."""
-        for k in keys:
-            print(f"[{time.perf_counter() - t_start:5.0f} s] {k}: " + " ".join(f"{v:.1f}" for v in results[k]) + " img/s",
-                  file=sys.stderr, flush=True)
-
-    a_win, b_win = windows(medssl_step(fast, fast_opt, "bf16", fmt)), windows(premade_step)
-    results["a"], results["b"] = [], []
-    for _ in range(args.repeats):
-        results["a"].append(next(a_win))
-        results["b"].append(next(b_win))
-    note("a", "b")
-    results["a32"] = list(windows(medssl_step(ref, ref_opt, "32", None)))
-    note("a32")
-
     # ------------------------------------------------------------ (c) per-sample DataLoader
     class PerSampleTwoViews(Dataset):
         """Two views of one image per item: the per-sample pattern of MedMNIST's reference scripts."""
@@ -235,33 +206,74 @@ def main(argv: list[str] | None = None) -> int:
             v1, v2 = self.aug.two_views(self.imgs[i : i + 1])  # (1, C, *spatial) each: per-sample work
             return v1[0], v2[0]
 
-    def peer_rate(model, opt, precision, memory_format) -> list[float]:
-        dataset = PerSampleTwoViews(images)
-        order_gen = torch.Generator().manual_seed(args.seed)
-        sampler = RandomSampler(dataset, num_samples=(total_steps + 2) * batch, generator=order_gen)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,  # shuffle over several epochs in one iterator
-            num_workers=args.workers,
-            drop_last=True,
-            pin_memory=device.type == "cuda",
-        )
-        it = iter(loader)
+    dataset = PerSampleTwoViews(images)
+    order_gen = torch.Generator().manual_seed(args.seed)
 
-        def step() -> None:
-            v1, v2 = next(it)
-            train_step(model, opt, [v1, v2], None, precision, memory_format)
+    class PeerRow:
+        """A fresh DataLoader iterator per round (its start-up lands in the warm-up steps), shut down after the
+        window so that its workers' prefetching does not run into the next row's timing."""
 
-        try:
-            return list(windows(step))
-        finally:
-            del it
+        def __init__(self, model, opt, precision, memory_format) -> None:
+            self.model, self.opt, self.precision, self.fmt = model, opt, precision, memory_format
+            self.it = None
 
-    results["c32"] = peer_rate(ref, ref_opt, "32", None)
-    note("c32")
-    results["c16"] = peer_rate(fast, fast_opt, "bf16", fmt)
-    note("c16")
+        def begin(self):
+            per_round = args.warmup + 2 + args.steps + 2  # the first round's extra warm-up, and slack
+            sampler = RandomSampler(dataset, num_samples=per_round * batch, generator=order_gen)  # shuffled epochs
+            loader = DataLoader(
+                dataset,
+                batch_size=batch,
+                sampler=sampler,
+                num_workers=args.workers,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
+            )
+            self.it = iter(loader)
+            return self.step
+
+        def step(self) -> None:
+            v1, v2 = next(self.it)
+            train_step(self.model, self.opt, [v1, v2], None, self.precision, self.fmt)
+
+        def end(self) -> None:
+            self.it = None  # the iterator's __del__ stops and joins its workers
+
+    class StepRow:
+        def __init__(self, step) -> None:
+            self.step = step
+
+        def begin(self):
+            return self.step
+
+        def end(self) -> None:
+            pass
+
+    rows = {
+        "a": StepRow(medssl_step(fast, fast_opt, "bf16", fmt)),
+        "b": StepRow(premade_step),
+        "a32": StepRow(medssl_step(ref, ref_opt, "32", None)),
+        "c32": PeerRow(ref, ref_opt, "32", None),
+        "c16": PeerRow(fast, fast_opt, "bf16", fmt),
+    }
+    results: dict[str, list[float]] = {k: [] for k in rows}
+    keys = list(rows)
+    for r in range(args.repeats):
+        shift = r % len(keys)
+        for key in keys[shift:] + keys[:shift]:  # the order rotates: slow drift of the machine hits every row
+            row = rows[key]
+            step = row.begin()
+            for _ in range(args.warmup + (2 if r == 0 else 0)):  # first steps allocate and tune: longer at first
+                step()
+            sync()
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            sync()
+            results[key].append(args.steps * batch / (time.perf_counter() - t))
+            row.end()
+        done = ", ".join(f"{k} {v[-1]:.1f}" for k, v in results.items())
+        elapsed = time.perf_counter() - t_start
+        print(f"[{elapsed:5.0f} s] round {r + 1}/{args.repeats} img/s: {done}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------------------ report
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -269,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = "x".join(str(s) for s in images.shape[2:])
     print(
         f"data: {flag} train, {n} images {tuple(images.shape[1:])} uint8; SimCLR, ResNet-18 {dims}D (3x3 stem), "
-        f"batch {batch} ({shape}, 2 views), AdamW; {args.workers} DataLoader workers; warm-up {args.warmup} steps, "
-        f"median of {args.repeats} windows x {args.steps} steps"
+        f"batch {batch} ({shape}, 2 views), AdamW; {args.workers} DataLoader workers; {args.repeats} rounds "
+        f"(rotating row order) of {args.warmup} warm-up (+2 in round 1) + {args.steps} timed steps per row; medians"
     )
     print()
     rows = [
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head))
     for label, prec, key in rows:
-        spread = " ".join(f"{v:.0f}" for v in results[key])
+        spread = " ".join(f"{v:.3g}" for v in results[key])
         print(f"{label:<56} {prec:<9} {med[key]:>8.1f} {spread:>28}")
     print("-" * len(head))
     ratio_ab = med["b"] / med["a"]  # time ratio (a)/(b) = rate ratio (b)/(a)
