@@ -34,7 +34,10 @@ class DataConfig(_Strict):
     intensity: Literal["zscore", "ct"] = "zscore"
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     num_workers: int = Field(0, ge=0)
-    num_labeled: int | None = Field(None, ge=1, description="use only the first N labeled cases")
+    num_labeled: int | None = Field(None, ge=1, description="use only N labeled cases (the first N, see labeled_seed)")
+    labeled_seed: int | None = Field(
+        None, description="with num_labeled: draw the N labeled cases at random with this seed instead of the first N"
+    )
     extra_labels: Path | None = Field(
         None, description="reviewed pseudo-label manifest: its accepted/edited cases join the labeled set"
     )
@@ -102,18 +105,57 @@ class UMCTConfig(_Strict):
     init_2d: Path | None = Field(None, description="2D twin checkpoint for the in-plane kernels")
 
 
+class ContrastiveConfig(_Strict):
+    """Global / local contrastive pretraining (Chaitanya et al., NeurIPS 2020), one stage per run.
+
+    Stage ``global`` trains the encoder (+ projection head g1) with the global loss on images drawn
+    one per partition per volume; stage ``local`` freezes the encoder and trains the first
+    ``decoder_blocks`` decoder stages (+ 1x1 head g2) with the local loss. A batch holds
+    ``num_volumes x num_partitions`` images (2D slices or 3D patches of ``data.patch_size``).
+    """
+
+    stage: Literal["global", "local"] = "global"
+    spatial_dims: Literal[2, 3] = Field(2, description="2 = axial slices (as the paper), 3 = patches")
+    global_loss: Literal["GR", "GD-", "GD"] = "GD"
+    local_loss: Literal["LR", "LD"] = "LD"
+    temperature: float = Field(0.1, gt=0)
+    num_partitions: int = Field(4, ge=1, description="partitions per volume along the slice axis")
+    num_volumes: int = Field(4, ge=1, description="volumes per batch (batch = num_volumes x num_partitions)")
+    decoder_blocks: int = Field(2, ge=1, description="decoder stages trained by the local loss")
+    num_regions: int | None = Field(
+        None, ge=1, description="local regions per feature map (2D: 9 or 13, default 13; 3D: 27 or 35, default 35)"
+    )
+    region_size: int = Field(3, ge=1, description="side of a local region in feature pixels")
+    proj_dim: int = Field(128, ge=1)
+    proj_hidden: int = Field(1024, ge=1)
+    augment_strength: float = Field(1.0, ge=0, description="scales the augmentation ranges (0 = none)")
+
+    @model_validator(mode="after")
+    def _regions(self):
+        allowed = {2: (9, 13), 3: (27, 35)}[self.spatial_dims]
+        if self.num_regions is not None and self.num_regions not in allowed:
+            raise ValueError(f"contrastive.num_regions must be one of {allowed} in {self.spatial_dims}D, got {self.num_regions}")
+        return self
+
+
 class RunConfig(_Strict):
     """One training run: a method plus data, model, optimiser, trainer and validation settings."""
 
-    method: Literal["supervised", "umct"] = "supervised"
+    method: Literal["supervised", "umct", "contrastive"] = "supervised"
     name: str = "run"
     init_from: Path | None = Field(None, description="checkpoint whose matching weights initialise the model")
+    init_parts: list[str] | None = Field(
+        None,
+        description="parameter-name prefixes taken from init_from (e.g. [encoder]); default: the parts "
+        "the checkpoint's run trained (a contrastive stage records them), else every matching tensor",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
     val: ValConfig = ValConfig()
     umct: UMCTConfig = UMCTConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -49,6 +49,10 @@ def load_matching_weights(
     """
     src = state_dict_of(load_checkpoint(path))
     src = {k[len(strip):] if strip and k.startswith(strip) else k: v for k, v in src.items() if k.startswith(prefix)}
+    return _copy_matching(module, src, path)
+
+
+def _copy_matching(module: torch.nn.Module, src: dict, path) -> tuple[list[str], list[str]]:
     target = module.state_dict()
     loaded, skipped = [], []
     for name, tensor in target.items():
@@ -62,6 +66,43 @@ def load_matching_weights(
         raise DataError("no parameter name and shape matches the model: is it a checkpoint of this network?", path)
     module.load_state_dict(target)
     return loaded, skipped
+
+
+def init_network(
+    net: torch.nn.Module, path: str | Path, parts: list[str] | None = None
+) -> tuple[list[str], list[str], list[str] | None]:
+    """Initialise ``net`` from a checkpoint's network weights (``init_from`` of a config).
+
+    Keys are taken from the checkpoint's ``net.`` sub-module when it has one. Only names under
+    ``parts`` (prefixes such as ``"encoder"`` or ``"decoder.0"``) are used; by default the parts
+    the checkpoint's run recorded as trained (a contrastive stage stores them), else all. A
+    :class:`~medssl.nets.multiview_unet.MultiViewAsymUNet` target goes through
+    :func:`~medssl.nets.multiview_unet.init_inplane_from_2d`, so a 2D or one-view source fills the
+    in-plane kernels of every view; other networks take every tensor whose name and shape match.
+
+    Returns:
+        ``(loaded, skipped, parts)``: target names set, target names kept, the prefixes used.
+    """
+    from medssl.nets.multiview_unet import MultiViewAsymUNet, init_inplane_from_2d
+
+    ckpt = load_checkpoint(path)
+    src = state_dict_of(ckpt)
+    if any(k.startswith("net.") for k in src):
+        src = {k[4:]: v for k, v in src.items() if k.startswith("net.")}
+    if parts is None:
+        parts = (ckpt.get("medssl") or {}).get("trained_parts")
+    if parts:
+        src = {k: v for k, v in src.items() if any(k == p or k.startswith(p.rstrip(".") + ".") for p in parts)}
+        if not src:
+            raise DataError(f"has no network weights under {list(parts)}", path)
+    if isinstance(net, MultiViewAsymUNet):
+        try:
+            loaded, skipped = init_inplane_from_2d(net, src)
+        except DataError as exc:
+            raise DataError(exc.args[0] if exc.args else str(exc), path) from None
+    else:
+        loaded, skipped = _copy_matching(net, src, path)
+    return loaded, skipped, parts
 
 
 def save_checkpoint_atomic(state: dict, path: str | Path) -> Path:

@@ -73,3 +73,54 @@ class SegDataModule(pl.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer else 0
         ds = VolumeDataset(self.val_cases[rank::world], self.cache_dir, self.intensity, self.ct_window)
         return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
+
+
+class PartitionDataModule(pl.LightningDataModule):
+    """Batches of ``num_volumes x num_partitions`` unlabeled images, one per partition per volume
+    (:class:`~medssl.data.partitions.PartitionDataset`), for the contrastive pretraining stages.
+
+    Like :class:`SegDataModule`, the run is one epoch of ``max_steps`` steps whose items are a
+    function of (seed, step), so a resumed run continues with the batches it would have drawn.
+    There is no validation loader.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        cache_dir: Path,
+        spatial_dims: int,
+        size: Sequence[int],
+        num_volumes: int,
+        num_partitions: int,
+        max_steps: int,
+        seed: int = 0,
+        intensity: str = "zscore",
+        ct_window: tuple[float, float] = (-1000.0, 1000.0),
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.cases, self.cache_dir = list(cases), Path(cache_dir)
+        self.spatial_dims, self.size = spatial_dims, tuple(size)
+        self.num_volumes, self.num_partitions = num_volumes, num_partitions
+        self.max_steps, self.seed = max_steps, seed
+        self.intensity, self.ct_window, self.num_workers = intensity, tuple(ct_window), num_workers
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_volumes * self.num_partitions
+
+    def train_dataloader(self) -> DataLoader:
+        from medssl.data.partitions import PartitionDataset
+
+        world = self.trainer.world_size if self.trainer else 1
+        rank = self.trainer.global_rank if self.trainer else 0
+        ds = PartitionDataset(
+            self.cases, self.cache_dir, self.spatial_dims, self.size, self.num_volumes, self.num_partitions,
+            length=self.max_steps * self.batch_size * world, seed=self.seed, intensity=self.intensity,
+            ct_window=self.ct_window,
+        )
+        trainer = self.trainer
+        sampler = StepSampler(self.max_steps, self.batch_size, rank=rank, world_size=world,
+                              start_step=lambda: trainer.global_step if trainer else 0)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)

@@ -11,6 +11,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -67,7 +68,13 @@ def build_cases(cfg: RunConfig):
     if cfg.data.num_labeled is not None:
         if cfg.data.num_labeled > len(train):
             raise ConfigError(f"data.num_labeled={cfg.data.num_labeled} but {root} has only {len(train)} labeled cases")
-        train = train[: cfg.data.num_labeled]
+        if cfg.data.labeled_seed is None:
+            train = train[: cfg.data.num_labeled]
+        else:  # which cases are labeled is part of the experiment: draw them reproducibly
+            import numpy as np
+
+            pick = np.random.default_rng(cfg.data.labeled_seed).choice(len(train), cfg.data.num_labeled, replace=False)
+            train = [train[i] for i in sorted(pick)]
     if cfg.data.extra_labels is not None:  # reviewed pseudo-labels (accepted / edited cases)
         from medssl.data.manifest import reviewed_cases
 
@@ -116,12 +123,41 @@ def _build_supervised(cfg: RunConfig, spec):
     from medssl.methods import get_method
     from medssl.nets import build_network
 
-    net = build_network(
-        cfg.model.name, spatial_dims=3, in_channels=1, out_channels=spec.num_classes,
-        channels=cfg.model.channels, strides=cfg.model.strides, num_res_units=cfg.model.num_res_units,
-        dropout=cfg.model.dropout, norm=cfg.model.norm,
-    )
+    if cfg.model.name == "multiview_asym_unet":  # one view: the network a contrastive stage pretrains
+        net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
+                            channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3, squeeze_views=True)
+    else:
+        net = build_network(
+            cfg.model.name, spatial_dims=3, in_channels=1, out_channels=spec.num_classes,
+            channels=cfg.model.channels, strides=cfg.model.strides, num_res_units=cfg.model.num_res_units,
+            dropout=cfg.model.dropout, norm=cfg.model.norm,
+        )
     return get_method("supervised")(net=net, **_common_kwargs(cfg, spec))
+
+
+def _build_contrastive(cfg: RunConfig, spec):
+    from medssl.methods import get_method
+    from medssl.nets import build_network
+
+    c = cfg.contrastive
+    if cfg.model.name != "multiview_asym_unet":
+        raise ConfigError("contrastive pretraining needs model.name: multiview_asym_unet (its encoder/decoder "
+                          "initialise the supervised and UMCT networks)")
+    if c.stage == "local" and cfg.init_from is None:
+        raise ConfigError("contrastive.stage=local trains the decoder on a pretrained encoder: set init_from to the "
+                          "global stage's checkpoint (runs/<global>/checkpoints/last.ckpt)")
+    net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
+                        channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=c.spatial_dims)
+    kw = _common_kwargs(cfg, spec)
+    for k in ("num_classes", "class_names", "roi_size", "sw_batch_size", "overlap"):
+        kw.pop(k)
+    return get_method("contrastive")(
+        net=net, stage=c.stage, global_loss=c.global_loss, local_loss=c.local_loss, temperature=c.temperature,
+        decoder_blocks=c.decoder_blocks,
+        num_regions=c.num_regions or (13 if c.spatial_dims == 2 else 35), region_size=c.region_size,
+        proj_dim=c.proj_dim, proj_hidden=c.proj_hidden, augment_strength=c.augment_strength, seed=cfg.trainer.seed,
+        **kw,
+    )
 
 
 def _build_umct(cfg: RunConfig, spec):
@@ -151,7 +187,7 @@ def _build_umct(cfg: RunConfig, spec):
 
 
 #: method name -> builder from the typed config (the only place configs meet method classes)
-BUILDERS = {"supervised": _build_supervised, "umct": _build_umct}
+BUILDERS = {"supervised": _build_supervised, "umct": _build_umct, "contrastive": _build_contrastive}
 
 
 def build_model(cfg: RunConfig, spec):
@@ -161,6 +197,24 @@ def build_model(cfg: RunConfig, spec):
 
 def uses_unlabeled(cfg: RunConfig) -> bool:
     return cfg.method == "umct" and cfg.umct.num_views > 1
+
+
+def is_pretraining(cfg: RunConfig) -> bool:
+    """A self-supervised stage: no labels, no Dice validation; checkpoints every val_every steps."""
+    return cfg.method == "contrastive"
+
+
+def pretraining_cases(cfg: RunConfig):
+    """Every training image of the dataset, labeled (labels unused) and unlabeled: the pool of a
+    self-supervised stage. Test cases are never used."""
+    from medssl.data.dataset import list_cases, read_dataset_json
+
+    spec = read_dataset_json(cfg.data.root)
+    cases = list_cases(cfg.data.root, "train", spec) + list_cases(cfg.data.root, "unlabeled", spec)
+    cases = [dataclasses.replace(c, label=None) for c in cases]
+    if not cases:
+        raise DataError("no training images (imagesTr/ or imagesUnlabeled/) for pretraining", cfg.data.root)
+    return spec, cases
 
 
 def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) -> dict:
@@ -178,8 +232,8 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
     from medssl.data.io import write_atomic_text
     from medssl.engines.callbacks import MetricsLog, StepProgressBar
-    from medssl.engines.checkpoint import AtomicCheckpointIO, load_matching_weights
-    from medssl.engines.datamodule import SegDataModule
+    from medssl.engines.checkpoint import AtomicCheckpointIO, init_network
+    from medssl.engines.datamodule import PartitionDataModule, SegDataModule
 
     from medssl.engines.runtime import tune_allocator
 
@@ -196,8 +250,13 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         torch.set_num_threads(threads)
     pl.seed_everything(tc.seed, workers=True, verbose=False)
 
-    spec, train_cases, val_cases = build_cases(cfg)
-    if tc.devices * tc.num_nodes > len(val_cases):  # every rank must validate at least one case
+    pretrain = is_pretraining(cfg)
+    if pretrain:
+        spec, train_cases = pretraining_cases(cfg)
+        val_cases = []
+    else:
+        spec, train_cases, val_cases = build_cases(cfg)
+    if not pretrain and tc.devices * tc.num_nodes > len(val_cases):  # every rank must validate at least one case
         raise ConfigError(f"{tc.devices * tc.num_nodes} processes but only {len(val_cases)} validation cases; "
                           "use fewer devices or more test cases")
     unlabeled = build_unlabeled_cases(cfg, {c.image.resolve() for c in train_cases}) if uses_unlabeled(cfg) else []
@@ -208,27 +267,39 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
     model = build_model(cfg, spec)
     if cfg.init_from is not None and not resume:
-        loaded, skipped = load_matching_weights(model.net, cfg.init_from, strip="net.")
+        loaded, skipped, parts = init_network(model.net, cfg.init_from, cfg.init_parts)
         if _rank() == 0:
-            print(f"init_from {cfg.init_from}: {len(loaded)} tensors loaded, {len(skipped)} kept from random init")
+            under = f" under {parts}" if parts else ""
+            print(f"init_from {cfg.init_from}: {len(loaded)} tensors loaded{under}, {len(skipped)} kept from random init")
 
-    dm = SegDataModule(
-        train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, tc.max_steps,
-        seed=tc.seed, fg_fraction=cfg.data.fg_fraction, intensity=cfg.data.intensity,
-        ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers, unlabeled_cases=unlabeled,
-    )
     ckpt_dir = out / "checkpoints"
-    callbacks = [
+    if pretrain:
+        c = cfg.contrastive
+        dm = PartitionDataModule(
+            train_cases, cache_dir, c.spatial_dims, cfg.data.patch_size[: c.spatial_dims], c.num_volumes,
+            c.num_partitions, tc.max_steps, seed=tc.seed, intensity=cfg.data.intensity,
+            ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers,
+        )
+        # no labels, no validation: last.ckpt every val_every steps is the resume point and the result
+        ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=tc.val_every,
+                                  enable_version_counter=False)
+    else:
+        dm = SegDataModule(
+            train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, tc.max_steps,
+            seed=tc.seed, fg_fraction=cfg.data.fg_fraction, intensity=cfg.data.intensity,
+            ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers, unlabeled_cases=unlabeled,
+        )
         # saved at every validation (the run is one long epoch; validation every val_every steps)
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
-                        save_last=True, every_n_epochs=1, save_on_train_epoch_end=False,
-                        enable_version_counter=False),
-        MetricsLog(out / "metrics.jsonl", every=tc.log_every),
-    ]
+        ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
+                                  save_last=True, every_n_epochs=1, save_on_train_epoch_end=False,
+                                  enable_version_counter=False)
+    callbacks = [ckpt_cb, MetricsLog(out / "metrics.jsonl", every=tc.log_every)]
     if tc.progress:
         callbacks.append(StepProgressBar(refresh_rate=max(1, min(10, tc.log_every))))
+    val_kwargs = (dict(limit_val_batches=0) if pretrain else
+                  dict(val_check_interval=min(tc.val_every, tc.max_steps), check_val_every_n_epoch=None))
     trainer = pl.Trainer(
-        default_root_dir=out, max_steps=tc.max_steps, max_epochs=1, val_check_interval=min(tc.val_every, tc.max_steps), check_val_every_n_epoch=None,
+        default_root_dir=out, max_steps=tc.max_steps, max_epochs=1, **val_kwargs,
         num_sanity_val_steps=0, precision="bf16-mixed" if tc.precision == "bf16" else "32-true",
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, callbacks=callbacks, logger=False, enable_model_summary=False,
@@ -240,6 +311,8 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     if resume and ckpt_path is None and trainer.is_global_zero:
         print(f"no checkpoint in {ckpt_dir}: starting from scratch")
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    if pretrain:
+        return _finish_pretraining(cfg, trainer, model, out, last, t0)
     if model.last_val_metrics.get("step") != trainer.global_step:
         trainer.validate(model, datamodule=dm, verbose=False)
     metrics = model.last_val_metrics
@@ -267,5 +340,32 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         f"validation Dice {result['dice_mean']:.3f} ({per_class}) on {result['n_val_cases']} {cfg.val.split} cases "
         f"after {result['step']} steps, {result['wall_time_s']:.0f} s\n"
         f"checkpoint: {last}\nmetrics:    {out / 'metrics.json'}"
+    )
+    return result
+
+
+def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t0: float) -> dict:
+    """Save the final state of a self-supervised stage and summarise it (there is no Dice)."""
+    from medssl.data.io import write_atomic_text
+
+    trainer.save_checkpoint(last, weights_only=False)
+    loss = trainer.callback_metrics.get("train/loss")
+    result = {
+        "method": cfg.method,
+        "stage": cfg.contrastive.stage,
+        "step": int(trainer.global_step),
+        "final_loss": None if loss is None else float(loss),
+        "trained_parts": list(model.trained_parts),
+        "checkpoint": str(last),
+        "wall_time_s": round(time.time() - t0, 1),
+        "rank": trainer.global_rank,
+    }
+    if trainer.is_global_zero:
+        write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    loss_txt = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.4f}"
+    result["summary"] = (
+        f"{cfg.contrastive.stage} contrastive stage: loss {loss_txt} after {result['step']} steps, "
+        f"{result['wall_time_s']:.0f} s; trained {', '.join(result['trained_parts'])}\n"
+        f"checkpoint: {last}  (next stage: init_from: {last})"
     )
     return result

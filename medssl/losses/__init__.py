@@ -4,7 +4,14 @@
 statistics, uncertainty-weighted label fusion of the other views, per-sample confidence, the
 sigmoid ramp-up of the co-training weight, the co-training loss and the multi-view supervised
 loss. MONAI is imported only when a loss that needs it is built.
+
+``contrastive``: the global (G^R, G^D-, G^D) and local (L^R, L^D) contrastive losses of
+Chaitanya et al. (NeurIPS 2020) and the local-region layout.
+
+``ssl``: the losses of the self-supervised methods of ``medssl.methods.ssl``.
 """
+
+from medssl.losses.contrastive import GlobalContrastiveLoss, LocalContrastiveLoss, local_region_starts
 
 from medssl.losses.umct import (
     CoTrainingLoss,
@@ -17,6 +24,9 @@ from medssl.losses.umct import (
 )
 
 __all__ = [
+    "GlobalContrastiveLoss",
+    "LocalContrastiveLoss",
+    "local_region_starts",
     "CoTrainingLoss",
     "SupervisedMultiViewLoss",
     "inverse_uncertainty_weights",

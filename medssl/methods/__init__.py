@@ -6,6 +6,7 @@ from __future__ import annotations
 METHODS: dict[str, str] = {
     "supervised": "medssl.methods.supervised:SupervisedSegmentation",
     "umct": "medssl.methods.umct:UMCT",
+    "contrastive": "medssl.methods.contrastive:ContrastivePretraining",
 }
 
 

@@ -32,15 +32,10 @@ def lr_lambda(kind: str, max_steps: int, warmup_steps: int = 0):
     return f
 
 
-class SegmentationMethod(pl.LightningModule):
-    """Base of the segmentation methods.
+class MedsslModule(pl.LightningModule):
+    """What every medssl LightningModule shares: optimiser + LR schedule and checkpoint state.
 
     Args:
-        num_classes: output classes including background.
-        class_names: names of the classes (index = label value).
-        roi_size: sliding-window ROI for validation (usually the training patch size).
-        sw_batch_size: windows per forward pass in validation.
-        overlap: sliding-window overlap.
         optimizer: ``"adamw"`` or ``"sgd"``; lr, weight_decay: its settings.
         scheduler: ``"cosine"``, ``"poly"`` or ``"constant"``; warmup_steps, max_steps: its span.
         extra_state: JSON-able dict stored in every checkpoint under ``"medssl"`` (the resolved
@@ -49,11 +44,6 @@ class SegmentationMethod(pl.LightningModule):
 
     def __init__(
         self,
-        num_classes: int,
-        class_names: Sequence[str],
-        roi_size: Sequence[int],
-        sw_batch_size: int = 2,
-        overlap: float = 0.25,
         optimizer: str = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
@@ -63,14 +53,61 @@ class SegmentationMethod(pl.LightningModule):
         extra_state: dict | None = None,
     ):
         super().__init__()
+        self.opt_cfg = dict(name=optimizer, lr=lr, weight_decay=weight_decay)
+        self.sched_cfg = dict(kind=scheduler, warmup_steps=warmup_steps, max_steps=max_steps)
+        self.extra_state = dict(extra_state or {})
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.opt_cfg["name"] == "sgd":
+            opt = torch.optim.SGD(params, lr=self.opt_cfg["lr"], momentum=0.99, nesterov=True,
+                                  weight_decay=self.opt_cfg["weight_decay"])
+        else:
+            opt = torch.optim.AdamW(params, lr=self.opt_cfg["lr"], weight_decay=self.opt_cfg["weight_decay"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(**self.sched_cfg))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def checkpoint_state(self) -> dict:
+        """JSON-able state stored under ``checkpoint["medssl"]`` (subclasses add to it)."""
+        return dict(self.extra_state)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain tensors and JSON types only, so the file loads with torch.load(weights_only=True).
+        checkpoint["medssl"] = {**self.checkpoint_state(), "torch_rng_state": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("medssl", {})
+        if "torch_rng_state" in state:  # dropout etc. continue exactly as in an uninterrupted run
+            torch.set_rng_state(state["torch_rng_state"])
+
+
+class SegmentationMethod(MedsslModule):
+    """Base of the segmentation methods.
+
+    Args:
+        num_classes: output classes including background.
+        class_names: names of the classes (index = label value).
+        roi_size: sliding-window ROI for validation (usually the training patch size).
+        sw_batch_size: windows per forward pass in validation.
+        overlap: sliding-window overlap.
+        **kwargs: optimiser, schedule and checkpoint settings, see :class:`MedsslModule`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str],
+        roi_size: Sequence[int],
+        sw_batch_size: int = 2,
+        overlap: float = 0.25,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.class_names = list(class_names)
         self.roi_size = tuple(int(r) for r in roi_size)
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
-        self.opt_cfg = dict(name=optimizer, lr=lr, weight_decay=weight_decay)
-        self.sched_cfg = dict(kind=scheduler, warmup_steps=warmup_steps, max_steps=max_steps)
-        self.extra_state = dict(extra_state or {})
         self._val_dice: list[torch.Tensor] = []
         self.last_val_metrics: dict = {}
 
@@ -125,24 +162,6 @@ class SegmentationMethod(pl.LightningModule):
         self.log_dict(metrics, prog_bar=False, sync_dist=False, rank_zero_only=True)
         self.log("val_dice", metrics["val/dice_mean"], prog_bar=True, rank_zero_only=True)
 
-    # ------------------------------------------------------------------ optimiser
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if self.opt_cfg["name"] == "sgd":
-            opt = torch.optim.SGD(params, lr=self.opt_cfg["lr"], momentum=0.99, nesterov=True,
-                                  weight_decay=self.opt_cfg["weight_decay"])
-        else:
-            opt = torch.optim.AdamW(params, lr=self.opt_cfg["lr"], weight_decay=self.opt_cfg["weight_decay"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(**self.sched_cfg))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
     # ---------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Plain tensors and JSON types only, so the file loads with torch.load(weights_only=True).
-        checkpoint["medssl"] = {**self.extra_state, "class_names": self.class_names,
-                                "torch_rng_state": torch.get_rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("medssl", {})
-        if "torch_rng_state" in state:  # dropout etc. continue exactly as in an uninterrupted run
-            torch.set_rng_state(state["torch_rng_state"])
+    def checkpoint_state(self) -> dict:
+        return {**self.extra_state, "class_names": self.class_names}

@@ -135,6 +135,8 @@ class MultiViewAsymUNet(nn.Module):
         residual: add the through-plane branch to the in-plane response (see the module
             docstring); with it the 3D network starts as its 2D twin applied slice by slice.
         negative_slope: LeakyReLU slope.
+        squeeze_views: with ``num_views=1``, return plain ``(B, out_channels, *spatial)`` logits
+            (a single-view asymmetric U-Net for the supervised method).
 
     Shapes:
         input ``(B, N * in_channels, *spatial)``, view-major on the channel axis (channels
@@ -152,8 +154,12 @@ class MultiViewAsymUNet(nn.Module):
         spatial_dims: int = 3,
         residual: bool = True,
         negative_slope: float = 0.01,
+        squeeze_views: bool = False,
     ):
         super().__init__()
+        if squeeze_views and num_views != 1:
+            raise ValueError(f"squeeze_views needs num_views=1, got {num_views}")
+        self.squeeze_views = squeeze_views
         channels = tuple(int(c) for c in channels)
         if num_views < 1:
             raise ValueError(f"num_views must be at least 1, got {num_views}")
@@ -195,18 +201,40 @@ class MultiViewAsymUNet(nn.Module):
             in view i's frame (map back with :meth:`medssl.transforms.views.View.invert`).
         """
         self._check_input(x)
-        skips = []
-        h = x
+        out = self.head(self.decode(self.encode(x)))
+        if self.squeeze_views:
+            return out
+        return out.reshape(out.shape[0], self.num_views, self.out_channels, *out.shape[2:])
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features of every level, finest first; the last one is the bottleneck.
+
+        Returns:
+            ``[f_0, ..., f_{L-1}]`` with ``f_l`` of shape ``(B, N * channels[l], *spatial / 2**l)``.
+        """
+        feats, h = [], x
         for level, block in enumerate(self.encoder):
             if level:
                 h = self.pool(h)
             h = block(h)
-            skips.append(h)
+            feats.append(h)
+        return feats
+
+    def decode(self, feats: list[torch.Tensor], num_blocks: int | None = None) -> torch.Tensor:
+        """Run the first ``num_blocks`` decoder stages (all by default) on :meth:`encode`'s output.
+
+        Returns:
+            the decoder feature map after ``num_blocks`` stages,
+            ``(B, N * channels[L-1-num_blocks], *spatial / 2**(L-1-num_blocks))``.
+        """
+        n = len(self.decoder) if num_blocks is None else int(num_blocks)
+        if not 0 <= n <= len(self.decoder):
+            raise ValueError(f"num_blocks must be in 0..{len(self.decoder)}, got {num_blocks}")
+        skips = list(feats)
         h = self.bottleneck_dropout(skips.pop())
-        for stage in self.decoder:
+        for stage in self.decoder[:n]:
             h = stage(h, skips.pop())
-        out = self.head(h)
-        return out.reshape(out.shape[0], self.num_views, self.out_channels, *out.shape[2:])
+        return h
 
     def _check_input(self, x: torch.Tensor) -> None:
         want = self.num_views * self.in_channels

@@ -1,0 +1,141 @@
+"""Global and local contrastive pretraining of a U-Net (Chaitanya et al., NeurIPS 2020).
+
+"Contrastive learning of global and local features for medical image segmentation with limited
+annotations" (arXiv 2006.10511; official TensorFlow code krishnabits001/domain_specific_cl).
+Three stages, each one ``medssl train`` run whose config names the previous run's checkpoint
+(``init_from``):
+
+1. ``contrastive.stage: global``: encoder ``e`` + projection head ``g1`` trained with the global
+   loss (:class:`~medssl.losses.contrastive.GlobalContrastiveLoss`, strategies G^R, G^D-, G^D) on
+   batches of ``num_volumes x num_partitions`` images, one per partition per volume
+   (:class:`~medssl.data.partitions.PartitionDataset`), two augmented copies each.
+2. ``contrastive.stage: local``: encoder frozen, the first ``decoder_blocks`` decoder stages +
+   a 1x1-conv head ``g2`` trained with the local loss
+   (:class:`~medssl.losses.contrastive.LocalContrastiveLoss`, L^R or L^D) on pixel-aligned
+   copies (intensity augmentation only).
+3. fine-tuning: ``method: supervised`` (or ``umct``) with ``model.name: multiview_asym_unet``
+   and ``init_from`` the stage-2 (or stage-1) checkpoint: only the parts the stage trained are
+   loaded (``trained_parts`` in the checkpoint). A 2D-pretrained network initialises the 3D
+   asymmetric network's in-plane kernels (:func:`~medssl.nets.multiview_unet.init_inplane_from_2d`).
+
+The network is :class:`~medssl.nets.multiview_unet.MultiViewAsymUNet` with one view: in 2D the
+plain U-Net of the paper's setting (3x3 convs), in 3D the asymmetric 3x3x1 + 1x1x3 network.
+Departures from the official code, for size independence: ``g1`` pools the bottleneck globally
+before its MLP (the code flattens it), and ``g2`` is Conv1x1-BN-ReLU-Conv1x1 as in the code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from medssl.methods.base import MedsslModule
+
+
+class LocalHead(nn.Module):
+    """``g2``: two 1x1 convolutions (Conv-BN-ReLU-Conv) on decoder features, shape-preserving."""
+
+    def __init__(self, channels: int, spatial_dims: int):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        bn = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
+        self.net = nn.Sequential(conv(channels, channels, 1, bias=False), bn(channels), nn.ReLU(inplace=True),
+                                 conv(channels, channels, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ContrastivePretraining(MedsslModule):
+    """One pretraining stage (global or local) of Chaitanya et al.
+
+    Args:
+        net: a one-view :class:`~medssl.nets.multiview_unet.MultiViewAsymUNet` (2D or 3D).
+        stage: ``"global"`` (encoder) or ``"local"`` (decoder, encoder frozen).
+        global_loss: ``"GR"``, ``"GD-"`` or ``"GD"``; local_loss: ``"LR"`` or ``"LD"``.
+        temperature: of both losses (paper: 0.1).
+        decoder_blocks: decoder stages trained in the local stage.
+        num_regions, region_size: local regions per feature map and their side.
+        proj_dim, proj_hidden: ``g1`` output and hidden sizes (paper: 128, 1024).
+        augment_strength: scales the augmentations (0: identical copies).
+        num_views: augmented copies per image (2).
+        seed: augmentations of step t are drawn from a generator seeded with (seed, t, rank), so a
+            resumed run augments exactly as the uninterrupted one (like its batches).
+        **kwargs: optimiser and checkpoint settings, see :class:`~medssl.methods.base.MedsslModule`.
+
+    Batches: ``image (B, 1, *spatial)``, ``partition (B,)`` (and ``volume (B,)``), from
+    :class:`~medssl.data.partitions.PartitionDataset`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        stage: str = "global",
+        global_loss: str = "GD",
+        local_loss: str = "LD",
+        temperature: float = 0.1,
+        decoder_blocks: int = 2,
+        num_regions: int = 13,
+        region_size: int = 3,
+        proj_dim: int = 128,
+        proj_hidden: int = 1024,
+        augment_strength: float = 1.0,
+        num_views: int = 2,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        from medssl.losses.contrastive import GlobalContrastiveLoss, LocalContrastiveLoss
+        from medssl.nets.heads import MLPHead
+
+        if stage not in ("global", "local"):
+            raise ValueError(f"stage must be 'global' or 'local', got {stage!r}")
+        if getattr(net, "num_views", 1) != 1:
+            raise ValueError("contrastive pretraining needs a one-view network")
+        self.net, self.stage = net, stage
+        self.num_views, self.augment_strength, self.seed = num_views, augment_strength, int(seed)
+        self.decoder_blocks = int(decoder_blocks)
+        channels = net.channels
+        if stage == "global":
+            # official code: flatten -> 1024 (ReLU) -> 128, no BN; here after global average pooling
+            self.g1 = MLPHead(channels[-1], proj_hidden, proj_dim, num_layers=2, bn=False)
+            self.loss = GlobalContrastiveLoss(temperature, global_loss)
+            trained = ["encoder"]
+        else:
+            if not 1 <= self.decoder_blocks <= len(net.decoder):
+                raise ValueError(f"decoder_blocks must be in 1..{len(net.decoder)}, got {decoder_blocks}")
+            self.g2 = LocalHead(channels[len(channels) - 1 - self.decoder_blocks], net.spatial_dims)
+            self.loss = LocalContrastiveLoss(temperature, local_loss, num_regions, region_size)
+            for p in net.encoder.parameters():  # the paper keeps the pretrained encoder fixed
+                p.requires_grad_(False)
+            trained = ["encoder"] + [f"decoder.{i}" for i in range(self.decoder_blocks)]
+        self.trained_parts = trained
+
+    def checkpoint_state(self) -> dict:
+        # read by ``init_from`` so that the next stage loads exactly what this one produced
+        return {**self.extra_state, "trained_parts": list(self.trained_parts), "stage": self.stage}
+
+    def embed(self, views: torch.Tensor) -> torch.Tensor:
+        """Projections ``(V, N, D)`` (global) or head feature maps ``(V, N, C, *s)`` (local)."""
+        v, n = views.shape[:2]
+        flat = views.reshape(v * n, *views.shape[2:])
+        if self.stage == "global":
+            h = self.net.encode(flat)[-1]
+            out = self.g1(h.mean(dim=tuple(range(2, h.ndim))))
+        else:
+            with torch.no_grad():
+                feats = self.net.encode(flat)
+            out = self.g2(self.net.decode(feats, self.decoder_blocks))
+        return out.reshape(v, n, *out.shape[1:])
+
+    def training_step(self, batch: dict, batch_idx: int):
+        from medssl.transforms.contrastive_augment import contrastive_views
+
+        x = batch["image"]
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed((self.seed * 1_000_003 + int(self.global_step)) * 1009 + int(self.global_rank))
+        views = contrastive_views(x, self.num_views, spatial=self.stage == "global", strength=self.augment_strength,
+                                  generator=gen)
+        loss = self.loss(self.embed(views).float(), batch["partition"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
