@@ -10,7 +10,7 @@ PIP_TORCH_ARGS ?=
 DEMO_DATA ?= sample_data/phantoms
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test sample-data clean umct-ablation
+.PHONY: install demo test sample-data clean umct-ablation contrastive-recipes
 
 install: $(VENV)/.installed
 
@@ -49,3 +49,30 @@ umct-ablation: install sample-data
 	    --out runs/umct/$$r-s$$seed $$(test -d runs/umct/$$r-s$$seed && echo --resume) || exit 1; \
 	done; done
 	$(BIN)/medssl compare runs/umct/*-s* --baseline umct-single-view --out reports/umct_phantoms.md
+
+# Global / local contrastive pretraining (Chaitanya et al. 2020) on the phantoms: pretrain once
+# (2D global G^D, 2D local L^D, 3D global, 3D local), then fine-tune with the same budget from
+# random init / global / global+local on N = 1, 2, 4 labeled volumes, 3 seeds (the seed also
+# picks which volumes are labeled), and write the tables. One torch thread per run: on 2 cores
+# beside another job, more threads oversubscribe and every step gets several times slower.
+CL_SEEDS ?= 0 1 2
+CL_LABELED ?= 1 2 4
+CL_INITS ?= random global2d local2d local3d
+CL := $(BIN)/medssl train --set trainer.threads=1 --set trainer.progress=false
+CL_OUT ?= runs/contrastive
+contrastive-recipes: install sample-data
+	@for st in global_2d local_2d global_3d local_3d; do \
+	  test -f $(CL_OUT)/$$st/metrics.json && continue; \
+	  $(CL) configs/contrastive/$$st.yaml --out $(CL_OUT)/$$st $$(test -d $(CL_OUT)/$$st && echo --resume) \
+	    --set init_from=$$(case $$st in local_2d) echo $(CL_OUT)/global_2d/checkpoints/last.ckpt;; \
+	      local_3d) echo $(CL_OUT)/global_3d/checkpoints/last.ckpt;; *) echo null;; esac) || exit 1; \
+	done
+	@for seed in $(CL_SEEDS); do for n in $(CL_LABELED); do for init in $(CL_INITS); do \
+	  run=$(CL_OUT)/ft-$$init-n$$n-s$$seed; test -f $$run/metrics.json && continue; \
+	  case $$init in random) src=null;; global2d) src=$(CL_OUT)/global_2d/checkpoints/last.ckpt;; \
+	    local2d) src=$(CL_OUT)/local_2d/checkpoints/last.ckpt;; global3d) src=$(CL_OUT)/global_3d/checkpoints/last.ckpt;; \
+	    local3d) src=$(CL_OUT)/local_3d/checkpoints/last.ckpt;; esac; \
+	  $(CL) configs/contrastive/finetune.yaml --out $$run $$(test -d $$run && echo --resume) --set name=ft-$$init-n$$n \
+	    --set init_from=$$src --set data.num_labeled=$$n --set data.labeled_seed=$$seed --set trainer.seed=$$seed || exit 1; \
+	done; done; done
+	$(BIN)/python -m medssl.eval.contrastive_report $(CL_OUT) --labeled $(CL_LABELED) --out reports/contrastive_phantoms.md

@@ -33,6 +33,7 @@ class _CaseVolumes:
         self._cache: VolumeCache | None = None
         self._norms: dict[int, IntensityNorm] = {}
         self._fg: dict[int, dict] = {}
+        self._arrays: dict[tuple[int, str], np.ndarray] = {}
 
     @property
     def cache(self) -> VolumeCache:
@@ -41,10 +42,18 @@ class _CaseVolumes:
         return self._cache
 
     def image(self, i: int) -> np.ndarray:
-        return self.cache.get(self.cases[i].image).array
+        return self._array(i, "image")
 
     def label(self, i: int) -> np.ndarray:
-        return self.cache.get(self.cases[i].label).array
+        return self._array(i, "label")
+
+    def _array(self, i: int, kind: str) -> np.ndarray:
+        # the memory map is opened once per case and process: VolumeCache.get checks the source
+        # file and maps the array each call, which costs more than cropping a small patch
+        key = (i, kind)
+        if key not in self._arrays:
+            self._arrays[key] = self.cache.get(getattr(self.cases[i], kind)).array
+        return self._arrays[key]
 
     def norm(self, i: int) -> IntensityNorm:
         if i not in self._norms:
@@ -59,6 +68,7 @@ class _CaseVolumes:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_cache"] = None
+        state["_arrays"] = {}  # memory maps are reopened in the worker, never pickled as data
         return state
 
 
