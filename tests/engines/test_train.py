@@ -132,3 +132,15 @@ def test_init_from_loads_exact_weights(tiny_cfg, tmp_path):
     assert not skipped and loaded
     for name, t in model.net.state_dict().items():
         assert torch.equal(t, src[f"net.{name}"]), name
+
+
+def test_labeled_seed_draws_which_cases_are_labeled(tiny_cfg):
+    from medssl.engines.train import build_cases
+
+    _, all_train, _ = build_cases(tiny_cfg())
+    _, first, _ = build_cases(tiny_cfg(**{"data.num_labeled": 1}))
+    assert first == all_train[:1]
+    picks = {build_cases(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": s}))[1][0].name for s in range(8)}
+    assert picks == {c.name for c in all_train}  # different seeds label different cases
+    again = build_cases(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 3}))[1]
+    assert again == build_cases(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 3}))[1]
