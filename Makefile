@@ -51,17 +51,19 @@ umct-ablation: install sample-data
 	$(BIN)/medssl compare runs/umct/*-s* --baseline umct-single-view --out reports/umct_phantoms.md
 
 # Global / local contrastive pretraining (Chaitanya et al. 2020) on the phantoms: pretrain once
-# (2D global G^D, 2D local L^D, 3D global, 3D local), then fine-tune with the same budget from
-# random init / global / global+local on N = 1, 2, 4 labeled volumes, 3 seeds (the seed also
-# picks which volumes are labeled), and write the tables. One torch thread per run: on 2 cores
-# beside another job, more threads oversubscribe and every step gets several times slower.
+# (2D global G^D, then 2D local L^D; add global_3d local_3d to CL_STAGES and local3d to CL_INITS
+# for the 3D variant), then fine-tune with the same budget from random init / global /
+# global+local on N = 1, 2, 4 labeled volumes, 3 seeds (the seed also picks which volumes are
+# labeled), and write reports/contrastive_phantoms.md (~1 h on 2 cores). One torch thread per
+# run: on 2 cores beside another job, more threads oversubscribe and every step gets far slower.
 CL_SEEDS ?= 0 1 2
 CL_LABELED ?= 1 2 4
-CL_INITS ?= random global2d local2d local3d
+CL_STAGES ?= global_2d local_2d
+CL_INITS ?= random global2d local2d
 CL := $(BIN)/medssl train --set trainer.threads=1 --set trainer.progress=false
 CL_OUT ?= runs/contrastive
 contrastive-recipes: install sample-data
-	@for st in global_2d local_2d global_3d local_3d; do \
+	@for st in $(CL_STAGES); do \
 	  test -f $(CL_OUT)/$$st/metrics.json && continue; \
 	  $(CL) configs/contrastive/$$st.yaml --out $(CL_OUT)/$$st $$(test -d $(CL_OUT)/$$st && echo --resume) \
 	    --set init_from=$$(case $$st in local_2d) echo $(CL_OUT)/global_2d/checkpoints/last.ckpt;; \
