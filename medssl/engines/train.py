@@ -239,6 +239,9 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
     tune_allocator()
     t0 = time.time()
+    if cfg.init_from is not None and not resume and not Path(cfg.init_from).is_file():
+        raise ConfigError(f"init_from {cfg.init_from}: no such checkpoint (run the stage that writes it first, "
+                          "or fix the path with --set init_from=...)")
     out = prepare_run_dir(cfg, out, resume)
     tc = cfg.trainer
     if tc.accelerator == "gpu" and not torch.cuda.is_available():

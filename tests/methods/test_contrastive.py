@@ -190,3 +190,9 @@ def test_contrastive_needs_the_asymmetric_unet(tiny_data, tmp_path):
 def test_region_count_must_fit_the_dimensionality(tiny_data):
     with pytest.raises(ConfigError, match="num_regions"):
         _pre_cfg(tiny_data, "global", dims=3, **{"contrastive.num_regions": 13})
+
+
+def test_missing_init_from_checkpoint_is_a_clear_error_before_anything_is_written(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        run_training(_pre_cfg(tiny_data, "local", init_from=str(tmp_path / "nope.ckpt")), out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
