@@ -275,6 +275,11 @@ class MedMNISTPretrainEntry(_Strict):
     run: Path | None = Field(None, description="init: run: a medssl pretraining folder or its checkpoint")
     datasets: list[str] | None = Field(None, min_length=1, description="pretraining data; default the eval dataset")
     arch: Literal["resnet18", "resnet50", "vit_small"] = "resnet18"
+    arch_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="backbone keywords; default by image size (ResNet: small_input = side <= 32; "
+        "{small_input: false} is the 7x7/2 + max-pool stem, ~30x cheaper on 28^3 volumes)",
+    )
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(256, ge=2)
     lr: float | None = Field(None, gt=0, description="default: the method's own")

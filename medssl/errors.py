@@ -24,3 +24,7 @@ class ConfigError(MedsslError):
 
 class DataError(MedsslError):
     """A data file or folder is missing, unreadable or inconsistent."""
+
+
+class TrainingDiverged(MedsslError, FloatingPointError):
+    """The loss became NaN or infinite: the settings (learning rate, precision) need changing."""

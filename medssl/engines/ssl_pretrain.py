@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl.errors import DataError
+from medssl.errors import DataError, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -596,7 +596,7 @@ def pretrain_ssl(
                     if global_step % log_every == 0 or i == steps_per_epoch - 1:
                         value = float(loss)  # one host sync per log line
                         if not math.isfinite(value):
-                            raise FloatingPointError(
+                            raise TrainingDiverged(
                                 f"loss is {value} at epoch {epoch + 1}, step {global_step}: lower the learning rate "
                                 f"(now {lr:g}) or use precision='32'; {ckpt_path.name} keeps the last good epoch"
                             )
@@ -613,7 +613,7 @@ def pretrain_ssl(
                     bar.update(1)
                 mean_loss = float(loss_sum) / steps_per_epoch
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(
+                    raise TrainingDiverged(
                         f"mean loss of epoch {epoch + 1} is {mean_loss}; {ckpt_path.name} keeps the last good epoch"
                     )
                 elapsed = time.perf_counter() - t_epoch

@@ -135,12 +135,19 @@ class Standardize(nn.Module):
         return self.backbone((x - self.mean) / self.std)
 
 
-def _random_backbone(arch: str, spatial_dims: int, in_channels: int, size: int, seed: int) -> nn.Module:
+def _arch_kwargs(entry: MedMNISTPretrainEntry, size: int) -> dict:
+    """The entry's backbone keywords, or the engine's defaults for the image side."""
+    if entry.arch_kwargs is not None:
+        return dict(entry.arch_kwargs)
+    return _engine().default_arch_kwargs(entry.arch, size)
+
+
+def _random_backbone(arch: str, spatial_dims: int, in_channels: int, arch_kwargs: dict, seed: int) -> nn.Module:
     """A randomly initialised backbone as the engine builds it, weights drawn from ``seed`` (global RNG untouched)."""
     engine = _engine()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return engine.build_backbone(arch, spatial_dims, in_channels, **engine.default_arch_kwargs(arch, size))
+        return engine.build_backbone(arch, spatial_dims, in_channels, **arch_kwargs)
 
 
 def _engine():
@@ -257,6 +264,7 @@ class _Backbone:
             e.method, images, self.folder, arch=e.arch, spatial_dims=splits[0].spatial_dims, epochs=e.epochs,
             batch_size=batch, lr=e.lr, weight_decay=e.weight_decay, warmup_epochs=e.warmup_epochs,
             precision=e.precision, seed=e.seed, resume=resume, progress=run.progress, labels=labels,
+            arch_kwargs=e.arch_kwargs,
             num_classes=num_classes, method_kwargs=dict(e.method_kwargs) or None, device=run.device,
         )
         ckpt = Path(ckpt)
@@ -277,7 +285,8 @@ class _Backbone:
         ckpt = self.checkpoint()
         if ckpt is None:
             d = self.run.data(self.eval_flag, "train")
-            net = _random_backbone(self.entry.arch, d.spatial_dims, d.n_channels, self.run.cfg.size, seed)
+            net = _random_backbone(self.entry.arch, d.spatial_dims, d.n_channels,
+                                   _arch_kwargs(self.entry, self.run.cfg.size), seed)
         else:
             net = self._load(ckpt)
         return Standardize(net).to(self.run.device)
@@ -292,7 +301,7 @@ class _Backbone:
                 raise
         d = self.run.data(self.eval_flag, "train")
         net = engine.load_backbone(ckpt, arch=self.entry.arch, spatial_dims=d.spatial_dims, in_channels=d.n_channels,
-                                   arch_kwargs=engine.default_arch_kwargs(self.entry.arch, self.run.cfg.size))
+                                   arch_kwargs=_arch_kwargs(self.entry, self.run.cfg.size))
         self.run.log(f"{self.entry.name}: weights from {ckpt}: {getattr(net, 'init_report', '')}")
         return net
 
@@ -389,6 +398,8 @@ class _Run:
 
     def entry_settings(self, e: MedMNISTPretrainEntry, flag: str | None) -> dict:
         s = e.model_dump(mode="json", exclude={"name"})
+        if s.get("arch_kwargs") is None:  # unset: same record hashes as runs made before the field existed
+            s.pop("arch_kwargs", None)
         if e.method == "none" and e.init != "random":
             s["weights"] = _file_id(_resolve_init(e, flag))
         return s

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medssl.errors import TrainingDiverged
 from medssl.eval.metrics import classification_metrics, normalize_task
 
 __all__ = ["linear_probe", "knn_classify", "knn_probe", "fine_tune"]
@@ -443,6 +444,11 @@ def fine_tune(
                 opt.step()
                 sched.step()
                 losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise TrainingDiverged(
+                        f"fine-tuning loss is {losses[-1]} at epoch {epoch}, step {len(losses)}: lower the learning "
+                        f"rate (now {lr:g}) or use precision '32' (bf16 Conv3d backward on CPU can return NaN)"
+                    )
             val_probs = _predict(model, x_val, task, 2 * batch_size, device, autocast)
             metrics = classification_metrics(y_val, val_probs, task)
             history["epochs"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,

@@ -332,6 +332,37 @@ def test_pretraining_is_resumed_reused_or_restarted(fake_root, tmp_path, monkeyp
     assert seen == [True, True, False]
 
 
+def test_arch_kwargs_choose_the_stem(fake_root, tmp_path, monkeypatch):
+    """``arch_kwargs`` reaches the random backbone and the pretraining engine; unset, the 28 px
+    default (3x3/1 stem, no max-pool) is used and the record hashes stay those of older runs."""
+    seen = {}
+
+    def fake_pretrain(method, images, out_dir, **kw):
+        seen["arch_kwargs"] = kw["arch_kwargs"]
+        path = Path(out_dir) / "pretrain.pt"
+        path.write_bytes(b"weights")
+        return path
+
+    monkeypatch.setattr(me._engine(), "pretrain_ssl", fake_pretrain)
+    raw = _raw(fake_root)
+    raw["pretrain"][0]["arch_kwargs"] = {"small_input": False}
+    raw["pretrain"][1]["arch_kwargs"] = {"small_input": False}
+    cfg = build_config(raw, model=MedMNISTEvalConfig)
+    run = me._Run(cfg, tmp_path, progress=False)
+    run.backbone(cfg.pretrain[0], "breastmnist").checkpoint()
+    assert seen["arch_kwargs"] == {"small_input": False}
+    big = run.backbone(cfg.pretrain[1], "breastmnist").module().backbone
+    small_cfg = _cfg(fake_root)
+    small = me._Run(small_cfg, tmp_path / "b", progress=False).backbone(small_cfg.pretrain[1], "breastmnist")
+    small = small.module().backbone
+    assert big.conv1.stride == (2, 2) and big.conv1.kernel_size == (7, 7)
+    assert small.conv1.stride == (1, 1) and small.conv1.kernel_size == (3, 3)
+    x = torch.rand(2, 1, 28, 28)
+    assert big(x).shape == small(x).shape == (2, 512)
+    assert "arch_kwargs" not in run.entry_settings(small_cfg.pretrain[1], "breastmnist")
+    assert run.entry_settings(cfg.pretrain[1], "breastmnist")["arch_kwargs"] == {"small_input": False}
+
+
 def test_adapt_channels():
     gray = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
     assert me._adapt(gray, 3).shape == (2, 3, 4, 4)

@@ -119,3 +119,28 @@ def test_fine_tune_rejects_unknown_precision():
     data = _toy_images(8, 0)
     with pytest.raises(ValueError, match="precision"):
         fine_tune(backbone, head, data, data, data, "binary", epochs=1, precision="16", progress=False)
+
+
+def test_fine_tune_stops_with_a_clear_error_when_the_loss_is_nan():
+    """A NaN gradient poisons the weights; the next loss is NaN and fine-tuning stops with a
+    user-facing error (no sklearn traceback from NaN validation scores)."""
+    from medssl.errors import MedsslError, TrainingDiverged
+
+    backbone, head = _mlp()
+    data = _toy_images(32, 0)
+
+    class PoisonOnce(nn.Module):  # NaN gradient in the first backward pass only
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 1:
+                x.register_hook(lambda g: torch.full_like(g, float("nan")))
+            return x
+
+    poisoned = nn.Sequential(PoisonOnce(), head)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 2") as info:
+        fine_tune(backbone, poisoned, data, data, data, "binary", epochs=2, lr=1e-2, batch_size=16, progress=False)
+    assert isinstance(info.value, MedsslError)
