@@ -389,6 +389,11 @@ class MedMNISTTransferConfig(_Strict):
 
 class MedMNISTReportConfig(_Strict):
     published: bool = Field(True, description="show the published MedMNIST v2 supervised numbers")
+    baseline: str | None = Field(
+        "auto",
+        description="entry the paired per-seed AUROC tables compare against; auto: the first random-init "
+        "entry without pretraining; null: no paired tables",
+    )
 
 
 def _medmnist_flag(flag: str) -> str:
@@ -428,6 +433,8 @@ class MedMNISTEvalConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"pretrain entry names must be unique; repeated: {dup}")
+        if self.report.baseline not in (None, "auto", *names):
+            raise ValueError(f"report.baseline {self.report.baseline!r} is not a pretrain entry; entries: {names}")
         for flag in flags + [d for p in self.pretrain for d in (p.datasets or [])]:
             if self.size not in flag_info(flag)["sizes"]:
                 raise ValueError(f"{flag} has no size {self.size}; it exists in {flag_info(flag)['sizes']}")

@@ -576,6 +576,7 @@ def pretrain_ssl(
     try:
         with log_path.open("a", encoding="utf-8") as logf:
             for epoch in range(start_epoch, epochs):
+                model.schedule(epoch)
                 perm = torch.randperm(n, generator=_generator(seed, epoch, 0))
                 gen_aug = _generator(seed, epoch, 1, dev)
                 loss_sum = torch.zeros((), device=dev)

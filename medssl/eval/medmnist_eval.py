@@ -538,7 +538,7 @@ class _Run:
 
     def render(self) -> Path:
         published = None if self.cfg.report.published else {}
-        path = render_report(self.results, self.out, published=published)
+        path = render_report(self.results, self.out, published=published, baseline=self.cfg.report.baseline)
         extra = _transfer_section(self.results, self.cfg, self.out)
         if self.results["notes"]:
             extra += ["## Notes", "", *(f"- {n}" for n in self.results["notes"]), ""]

@@ -43,7 +43,7 @@ import numpy as np
 from medssl.data.io import write_atomic_bytes, write_atomic_text
 from medssl.eval.metrics import mean_ci
 
-__all__ = ["PUBLISHED_MEDMNIST_V2", "render_report", "write_results"]
+__all__ = ["PUBLISHED_MEDMNIST_V2", "auto_baseline", "render_report", "write_results"]
 
 #: Test AUC / ACC of supervised baselines trained on 100 % of the labels, MedMNIST v2 (Yang et al.,
 #: Scientific Data 2023, Tables 3-4); key ``<arch>_<input size>``, ``_3d`` for the "+3D" ResNets.
@@ -157,6 +157,40 @@ def _group(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def auto_baseline(records: list[dict]) -> str | None:
+    """The first randomly initialised entry without pretraining (``ssl_method`` none, ``init``
+    random), the natural reference for "does pretraining help"; ``None`` if there is none."""
+    for r in records:
+        if r.get("ssl_method") == "none" and r.get("init") == "random":
+            return str(r["method"])
+    return None
+
+
+def _paired_rows(rows: list[dict], baseline: str) -> list[list[str]]:
+    """Per fraction and method: the AUROC difference to ``baseline`` paired by seed (one seed =
+    one labeled subset and one probe / fine-tune seed, the same for every method), its 95 % t
+    interval, wins and the two-sided paired t-test p-value (``scipy.stats.ttest_rel``)."""
+    from scipy.stats import ttest_rel
+
+    by = {(r["fraction"], r["method"], r["seed"]): _num(r.get("auroc")) for r in rows}
+    out = []
+    for fraction in sorted({f for f, _, _ in by}):
+        for method in _unique(m for f, m, _ in by if f == fraction and m != baseline):
+            pairs = [(by[(fraction, method, s)], by[(fraction, baseline, s)])
+                     for f, m, s in by if f == fraction and m == method and (fraction, baseline, s) in by]
+            pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+            if not pairs:
+                continue
+            a, b = np.asarray(pairs).T
+            diff = a - b
+            mean, half = mean_ci(diff.tolist())
+            cell = f"{mean:+.3f}" + (f" ± {half:.3f}" if len(diff) > 1 else "") + f" (n={len(diff)})"
+            p = ttest_rel(a, b).pvalue if len(diff) > 1 and np.ptp(diff) > 0 else math.nan
+            out.append([_pct(fraction), str(method), cell, f"{int((diff > 0).sum())}/{len(diff)}",
+                        "n/a" if math.isnan(p) else f"{p:.3g}"])
+    return out
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -228,20 +262,24 @@ def _published_cell(rows: list[dict], published: dict[str, dict[str, float]]) ->
     return "; ".join(f"{_arch_name(a)}: {published[a]['auc']:.3f} / {published[a]['acc']:.3f}" for a in archs)
 
 
-def render_report(results: dict, out_dir: str | Path, published: dict | None = None) -> Path:
+def render_report(results: dict, out_dir: str | Path, published: dict | None = None,
+                  baseline: str | None = "auto") -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``.
 
     For every dataset x protocol: a figure of AUROC and ACC against the label fraction (log x
     axis, one line per method with 95 % CI error bars; published MedMNIST v2 numbers as grey stars
     at 100 %) and a table of ACC, balanced ACC and AUROC per fraction and method. For every
     (train dataset -> OOD dataset) pair: a figure of ROC curves, one panel per score, and one
-    table of all OOD results.
+    table of all OOD results. Under each protocol's table, when a baseline entry is present: the
+    per-seed paired AUROC difference of every other entry against it.
 
     Args:
         results: the structure in the module doc.
         out_dir: folder for ``report.md`` and the PNGs (created if needed).
         published: published supervised numbers, ``{dataset: {arch: {"auc", "acc"}}}``; ``None``
             uses :data:`PUBLISHED_MEDMNIST_V2`, ``{}`` leaves them out.
+        baseline: the entry (method name) the paired tables compare against; ``"auto"``:
+            :func:`auto_baseline`; ``None``: no paired tables.
 
     Returns:
         The path of ``report.md``.
@@ -249,6 +287,8 @@ def render_report(results: dict, out_dir: str | Path, published: dict | None = N
     out_dir = Path(out_dir)
     published = PUBLISHED_MEDMNIST_V2 if published is None else published
     records, ood = results.get("records", []), results.get("ood", [])
+    if baseline == "auto":
+        baseline = auto_baseline(records)
     lines = ["# MedMNIST evaluation report", ""]
     for key, value in (results.get("meta") or {}).items():
         lines.append(f"- {key}: {value}")
@@ -278,6 +318,11 @@ def render_report(results: dict, out_dir: str | Path, published: dict | None = N
                         row.append(_published_cell(grp, pub) if _is_supervised(method) and fraction == 1.0 else "")
                     table.append(row)
             lines += _table(header, table) + [""]
+            paired = _paired_rows(rows, baseline) if baseline in {r["method"] for r in rows} else []
+            if paired:
+                lines += [f"Test AUROC minus {baseline}'s, paired by seed (same labeled subset): mean ± 95 % CI, "
+                          "seeds won, paired t-test p-value.", ""]
+                lines += _table(["fraction", "method", f"Δ AUROC vs {baseline}", "wins", "p"], paired) + [""]
     if ood:
         lines += ["## Out-of-distribution detection", "",
                   "In-distribution test samples are positives; FPR95 is the fraction of OOD samples accepted "

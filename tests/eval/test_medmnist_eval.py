@@ -454,3 +454,10 @@ def test_cli_parses_and_calls_worker(tmp_path, fake_root, monkeypatch):
     assert "3 records" in res.output and "report.md" in res.output
     res = CliRunner().invoke(app, ["eval", "medmnist", str(path), "--set", "eval.bogus=1"])
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError) and "eval.bogus" in str(res.exception)
+
+
+def test_report_baseline_must_name_an_entry(fake_root):
+    assert _cfg(fake_root).report.baseline == "auto"
+    assert _cfg(fake_root, report={"baseline": "supervised"}).report.baseline == "supervised"
+    with pytest.raises(ConfigError, match=r"report.baseline 'nope' is not a pretrain entry"):
+        _cfg(fake_root, report={"baseline": "nope"})

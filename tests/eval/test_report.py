@@ -73,3 +73,31 @@ def test_write_results_roundtrip(tmp_path):
     assert len(ood_rows) == 4 and "roc" not in ood_rows[0]
     # a report renders the same from the stored JSON (nan -> null)
     assert render_report(stored, tmp_path / "again").read_text() == render_report(results, tmp_path / "r").read_text()
+
+
+def test_paired_differences_against_the_baseline(tmp_path):
+    """Hand-computed: per-seed AUROC differences (0.10, 0.05, 0.12), their t interval, wins, and
+    the paired t-test p-value; a seed missing for the baseline is not paired."""
+    from scipy import stats
+
+    def rec(method, seed, auroc, fraction=0.1, **kw):
+        return {"dataset": "breastmnist", "protocol": "linear", "method": method, "fraction": fraction,
+                "seed": seed, "acc": 0.7, "balanced_acc": 0.7, "auroc": auroc, **kw}
+
+    base = [0.60, 0.70, 0.65]
+    records = [rec("random-init", s, a, ssl_method="none", init="random") for s, a in enumerate(base)]
+    records += [rec("simclr", s, a + d, ssl_method="simclr", init="random")
+                for s, (a, d) in enumerate(zip(base, (0.10, 0.05, 0.12)))]
+    records.append(rec("simclr", 3, 0.99, ssl_method="simclr", init="random"))  # no baseline for seed 3
+    records += [rec("byol", s, a - 0.01, ssl_method="byol", init="random") for s, a in enumerate(base)]
+    text = render_report({"records": records}, tmp_path, published={}).read_text()
+    diff = np.array([0.10, 0.05, 0.12])
+    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3)
+    p = stats.ttest_1samp(diff, 0).pvalue
+    assert f"| 10% | simclr | +{diff.mean():.3f} ± {half:.3f} (n=3) | 3/3 | {p:.3g} |" in text
+    assert "| 10% | byol | -0.010 ± 0.000 (n=3) | 0/3 | n/a |" in text  # constant difference: no test
+    assert "Δ AUROC vs random-init" in text
+    assert "Δ AUROC" not in render_report({"records": records}, tmp_path / "none", published={},
+                                          baseline=None).read_text()
+    named = render_report({"records": records}, tmp_path / "byol", published={}, baseline="byol").read_text()
+    assert "| 10% | random-init | +0.010 ± 0.000 (n=3) | 3/3 | n/a |" in named

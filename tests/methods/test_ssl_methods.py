@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -44,9 +45,9 @@ def pooled_backbone() -> nn.Module:
     return net
 
 
-def make(name: str, backbone: nn.Module | None = None):
+def make(name: str, backbone: nn.Module | None = None, **kwargs):
     torch.manual_seed(0)
-    return build_ssl_method(name, backbone or tiny_backbone(), **TINY[name])
+    return build_ssl_method(name, backbone or tiny_backbone(), **{**TINY[name], **kwargs})
 
 
 def batch(n_views: int = 2, seed: int = 0):
@@ -257,3 +258,33 @@ def test_dino_head_weight_normalised_last_layer(norm_last_layer):
     assert torch.allclose(head.last_layer.weight.norm(dim=1), torch.ones(16), atol=1e-5)  # unit prototypes
     out = head(torch.randn(4, 32))
     assert out.shape == (4, 16) and out.abs().max() <= 1 + 1e-5  # cosines to unit prototypes
+
+
+def test_dino_teacher_temperature_warmup_matches_main_dino():
+    """main_dino.py: np.concatenate((np.linspace(warmup, T, W), np.ones(E - W) * T))."""
+    method = make("dino", teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=30)
+    want = np.concatenate((np.linspace(0.04, 0.07, 30), np.ones(70) * 0.07))
+    got = []
+    for epoch in range(100):
+        method.schedule(epoch)
+        got.append(method.criterion.teacher_temp)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    plain = make("dino")  # DINO's defaults: no warm-up, the loss starts at teacher_temp
+    assert plain.criterion.teacher_temp == 0.04 and plain.teacher_temp_at(0) == plain.teacher_temp_at(50) == 0.04
+    assert make("dino", warmup_teacher_temp=0.02, warmup_teacher_temp_epochs=1).teacher_temp_at(0) == 0.02
+    with pytest.raises(ValueError, match="freeze_last_layer"):
+        make("dino", freeze_last_layer=-1)
+
+
+def test_dino_freezes_the_last_layer_for_the_first_epochs():
+    method = make("dino", freeze_last_layer=1)
+    v = method.head.last_layer.parametrizations.weight.original1
+    g = method.head.last_layer.parametrizations.weight.original0
+    assert v.requires_grad and not g.requires_grad  # norm_last_layer: the gain is always fixed
+    method.schedule(0)
+    assert not v.requires_grad and not g.requires_grad
+    loss, _ = method.training_loss(views_for("dino")[0])
+    loss.backward()
+    assert v.grad is None and method.head.mlp[0].weight.grad is not None
+    method.schedule(1)
+    assert v.requires_grad and not g.requires_grad

@@ -5,7 +5,8 @@ overrides :meth:`SSLMethod.training_loss`. Methods with a momentum (EMA) encoder
 which attributes are EMA copies of which (``momentum_pairs``); :meth:`SSLMethod.momentum_update`
 does the update with the cosine schedule of BYOL / MoCo v3 / DINO. There is no training loop
 here: the engine calls ``training_loss`` on already-augmented views, steps the optimiser over
-the parameters that require grad, then calls ``momentum_update(progress)``.
+the parameters that require grad, then calls ``momentum_update(progress)``; before each epoch it
+calls :meth:`SSLMethod.schedule` (DINO's teacher-temperature warm-up and last-layer freeze).
 
 The backbone contract: ``backbone(x) -> (B, backbone.out_dim)`` features.
 """
@@ -94,6 +95,10 @@ class SSLMethod(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss on a list of augmented views ``(B, C, *spatial)`` and detached scalars to log."""
         raise NotImplementedError
+
+    def schedule(self, epoch: int) -> None:
+        """Settings that follow the epoch clock; the engine calls this before every epoch (also
+        after a resume) with the 0-based epoch index. Default: nothing."""
 
     @torch.no_grad()
     def momentum_update(self, progress: float) -> None:

@@ -9,8 +9,13 @@ of one size go through the networks together, as DINO's ``MultiCropWrapper``.
 
 Defaults for MedMNIST: :class:`~medssl.nets.heads.DINOHead` with 2048 prototypes (paper 65536),
 hidden 512, bottleneck 256; teacher / student temperatures 0.04 / 0.1, centre momentum 0.9.
-Not here (loop-level in DINO): teacher-temperature warm-up (set ``criterion.teacher_temp``),
-freezing the last layer in the first epoch, gradient clipping.
+Epoch-level, as ``main_dino.py`` (through :meth:`DINO.schedule`, which the engine calls before
+every epoch): the teacher temperature warms up linearly from ``warmup_teacher_temp`` over
+``warmup_teacher_temp_epochs`` (``np.linspace``, endpoint included; DINO's defaults 0.04 and 0
+epochs, i.e. no warm-up; its README uses 0.04 -> 0.07 over 30 epochs for long runs), and the head's
+last layer gets no update during the first ``freeze_last_layer`` epochs (DINO's default 1; DINO
+drops those gradients, here the parameters stop requiring grad, so AdamW skips them alike).
+Gradient clipping is the engine's ``grad_clip``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ def _forward_crops(backbone: nn.Module, head: nn.Module, crops: Sequence[torch.T
 class DINO(SSLMethod):
     """DINO. Args: backbone; out_dim, hidden_dim, bottleneck_dim: head sizes; teacher_temp,
     student_temp, center_momentum: loss settings; base_momentum: teacher EMA start;
-    num_global_crops: how many leading views are global crops."""
+    num_global_crops: how many leading views are global crops; warmup_teacher_temp,
+    warmup_teacher_temp_epochs: the teacher-temperature warm-up; freeze_last_layer: epochs without
+    updates of the head's last layer."""
 
     aug_preset = "dino"
     momentum_pairs = (("backbone", "teacher_backbone"), ("head", "teacher_head"))
@@ -58,16 +65,41 @@ class DINO(SSLMethod):
         center_momentum: float = 0.9,
         base_momentum: float = 0.996,
         num_global_crops: int = 2,
+        warmup_teacher_temp: float | None = None,
+        warmup_teacher_temp_epochs: int = 0,
+        freeze_last_layer: int = 1,
     ) -> None:
         super().__init__(backbone)
         if num_global_crops < 1:
             raise ValueError(f"num_global_crops must be >= 1, got {num_global_crops}")
+        if warmup_teacher_temp_epochs < 0 or freeze_last_layer < 0:
+            raise ValueError("warmup_teacher_temp_epochs and freeze_last_layer must be >= 0 epochs")
+        self.teacher_temp = teacher_temp
+        self.warmup_teacher_temp = teacher_temp if warmup_teacher_temp is None else warmup_teacher_temp
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.freeze_last_layer = freeze_last_layer
         self.head = DINOHead(self.feature_dim, out_dim, hidden_dim, bottleneck_dim)
         self.teacher_backbone = momentum_copy(self.backbone)
         self.teacher_head = momentum_copy(self.head)
         self.base_momentum = base_momentum
         self.num_global_crops = num_global_crops
-        self.criterion = DINOLoss(out_dim, teacher_temp, student_temp, center_momentum)
+        self.criterion = DINOLoss(out_dim, self.teacher_temp_at(0), student_temp, center_momentum)
+        self._last_layer = [p for p in self.head.last_layer.parameters() if p.requires_grad]
+
+    def teacher_temp_at(self, epoch: int) -> float:
+        """``np.linspace(warmup_teacher_temp, teacher_temp, W)[epoch]`` for ``epoch < W``, else ``teacher_temp``."""
+        w = self.warmup_teacher_temp_epochs
+        if epoch >= w:
+            return self.teacher_temp
+        if w == 1:
+            return self.warmup_teacher_temp
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * epoch / (w - 1)
+
+    def schedule(self, epoch: int) -> None:
+        self.criterion.teacher_temp = self.teacher_temp_at(epoch)
+        frozen = epoch < self.freeze_last_layer
+        for p in self._last_layer:
+            p.requires_grad_(not frozen)
 
     def training_loss(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None):
         g = self.num_global_crops
