@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medssl.engines.runtime import warn_bf16_conv3d_on_cpu
 from medssl.errors import DataError, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -504,6 +505,7 @@ def pretrain_ssl(
             f"warmup_epochs={warmup_epochs} > epochs={epochs}: the warm-up is clipped to the whole run", stacklevel=2
         )
     warmup_steps = min(warmup_epochs, epochs) * steps_per_epoch
+    warn_bf16_conv3d_on_cpu(dev, spatial_dims, precision)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medssl.engines.runtime import warn_bf16_conv3d_on_cpu
 from medssl.errors import TrainingDiverged
 from medssl.eval.metrics import classification_metrics, normalize_task
 
@@ -416,6 +417,7 @@ def fine_tune(
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     x_train, y_train = _images(train[0]), _labels(train[1], task)
+    warn_bf16_conv3d_on_cpu(device, x_train.ndim - 2, precision)
     x_val, y_val = _images(val[0]), np.asarray(val[1])
     x_test = _images(test[0] if isinstance(test, (tuple, list)) else test)
     if len(x_train) != len(y_train):
