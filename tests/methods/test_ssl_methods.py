@@ -288,3 +288,9 @@ def test_dino_freezes_the_last_layer_for_the_first_epochs():
     assert v.grad is None and method.head.mlp[0].weight.grad is not None
     method.schedule(1)
     assert v.requires_grad and not g.requires_grad
+
+
+def test_dino_use_bn_in_head():
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in make("dino").head.modules())
+    head = make("dino", use_bn_in_head=True).head
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in head.modules()) == 2  # after each hidden Linear (3 layers)

@@ -49,7 +49,7 @@ class DINO(SSLMethod):
     student_temp, center_momentum: loss settings; base_momentum: teacher EMA start;
     num_global_crops: how many leading views are global crops; warmup_teacher_temp,
     warmup_teacher_temp_epochs: the teacher-temperature warm-up; freeze_last_layer: epochs without
-    updates of the head's last layer."""
+    updates of the head's last layer; use_bn_in_head: BatchNorm in the head's MLP (DINO's flag)."""
 
     aug_preset = "dino"
     momentum_pairs = (("backbone", "teacher_backbone"), ("head", "teacher_head"))
@@ -68,6 +68,7 @@ class DINO(SSLMethod):
         warmup_teacher_temp: float | None = None,
         warmup_teacher_temp_epochs: int = 0,
         freeze_last_layer: int = 1,
+        use_bn_in_head: bool = False,
     ) -> None:
         super().__init__(backbone)
         if num_global_crops < 1:
@@ -78,7 +79,7 @@ class DINO(SSLMethod):
         self.warmup_teacher_temp = teacher_temp if warmup_teacher_temp is None else warmup_teacher_temp
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.freeze_last_layer = freeze_last_layer
-        self.head = DINOHead(self.feature_dim, out_dim, hidden_dim, bottleneck_dim)
+        self.head = DINOHead(self.feature_dim, out_dim, hidden_dim, bottleneck_dim, bn=use_bn_in_head)
         self.teacher_backbone = momentum_copy(self.backbone)
         self.teacher_head = momentum_copy(self.head)
         self.base_momentum = base_momentum
