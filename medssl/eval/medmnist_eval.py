@@ -781,7 +781,9 @@ def _meta(cfg: MedMNISTEvalConfig, device: torch.device) -> dict:
     import medssl
 
     return {"config": cfg.name, "datasets": ", ".join(cfg.datasets), "size": cfg.size,
-            "pretrain": ", ".join(f"{p.name} ({p.method}, {p.arch})" for p in cfg.pretrain),
+            "pretrain": ", ".join(
+                f"{p.name} ({p.method}, {p.arch}{f' {p.arch_kwargs}' if p.arch_kwargs else ''})" for p in cfg.pretrain
+            ),
             "protocols": ", ".join(cfg.eval.protocols), "seeds": len(cfg.eval.seeds),
             "device": str(device), "medssl": medssl.__version__, "torch": torch.__version__}
 

@@ -361,6 +361,8 @@ def test_arch_kwargs_choose_the_stem(fake_root, tmp_path, monkeypatch):
     assert big(x).shape == small(x).shape == (2, 512)
     assert "arch_kwargs" not in run.entry_settings(small_cfg.pretrain[1], "breastmnist")
     assert run.entry_settings(cfg.pretrain[1], "breastmnist")["arch_kwargs"] == {"small_input": False}
+    assert "supervised (none, resnet18 {'small_input': False})" in me._meta(cfg, torch.device("cpu"))["pretrain"]
+    assert "supervised (none, resnet18)" in me._meta(small_cfg, torch.device("cpu"))["pretrain"]
 
 
 def test_adapt_channels():
