@@ -246,12 +246,19 @@ def build_pretrain_model(
     num_classes: int | None = None,
     method_kwargs: dict | None = None,
 ) -> nn.Module:
-    """The method (``build_ssl_method``) around a fresh backbone (:func:`build_backbone`)."""
+    """The method (``build_ssl_method``) around a fresh backbone (:func:`build_backbone`); DINO on a
+    ResNet gets BatchNorm in its head unless ``method_kwargs`` says otherwise."""
     from medssl.methods.ssl import build_ssl_method
 
     kwargs = dict(method_kwargs or {})
     if method == "supervised" and num_classes is not None:
         kwargs.setdefault("num_classes", int(num_classes))
+    if method == "dino" and arch.startswith("resnet"):
+        # A random-init ResNet's post-ReLU features share one direction (mean pairwise cosine of the
+        # head's bottleneck 0.91 on BreastMNIST), so the centred teacher starts almost uniform and DINO
+        # collapses (loss = ln K); BatchNorm in the head removes that (cosine 0.17). Measured on
+        # BreastMNIST, linear probe at 10 % labels: test AUROC 0.734 without, 0.790 with.
+        kwargs.setdefault("use_bn_in_head", True)
     backbone = build_backbone(arch, spatial_dims, in_channels, **(arch_kwargs or {}))
     return build_ssl_method(method, backbone, **kwargs)
 

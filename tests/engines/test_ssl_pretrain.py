@@ -216,3 +216,16 @@ def test_dino_last_layer_frozen_through_the_loop(tmp_path, freeze, frozen):
     gap = (model[key] - model["teacher_" + key]).abs().max().item()
     assert (gap < 1e-6) is frozen  # frozen: EMA rounding only (~1e-8); trained: ~1e-4 after 4 small steps
     assert not torch.equal(model["backbone.conv1.weight"], model["teacher_backbone.conv1.weight"])
+
+
+def test_dino_on_a_resnet_gets_batchnorm_in_its_head():
+    def bn_layers(model):
+        return sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.head.modules())
+
+    assert bn_layers(sp.build_pretrain_model("dino", "resnet18", 2, 1, {"small_input": True},
+                                             method_kwargs=SMALL["dino"])) == 2
+    off = {**SMALL["dino"], "use_bn_in_head": False}
+    assert bn_layers(sp.build_pretrain_model("dino", "resnet18", 2, 1, {"small_input": True}, method_kwargs=off)) == 0
+    vit = sp.build_pretrain_model("dino", "vit_small", 2, 1, sp.default_arch_kwargs("vit_small", 28),
+                                  method_kwargs=SMALL["dino"])
+    assert bn_layers(vit) == 0  # DINO's ViT default

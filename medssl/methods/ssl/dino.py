@@ -15,7 +15,8 @@ every epoch): the teacher temperature warms up linearly from ``warmup_teacher_te
 epochs, i.e. no warm-up; its README uses 0.04 -> 0.07 over 30 epochs for long runs), and the head's
 last layer gets no update during the first ``freeze_last_layer`` epochs (DINO's default 1; DINO
 drops those gradients, here the parameters stop requiring grad, so AdamW skips them alike).
-Gradient clipping is the engine's ``grad_clip``.
+Gradient clipping is the engine's ``grad_clip``. ``use_bn_in_head`` (off here, as in DINO for ViTs)
+is switched on by the pretraining engine for ResNet backbones, which collapse without it.
 """
 
 from __future__ import annotations
