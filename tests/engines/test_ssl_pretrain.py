@@ -130,7 +130,8 @@ def test_resume_of_a_finished_run_and_of_other_settings(tmp_path):
 
 def test_vit_3d_round_trip(tmp_path):
     vols = images(n=16, side=8, dims=3)
-    path = run("simclr", tmp_path, vols, arch="vit_small", spatial_dims=3, epochs=1, batch_size=8)
+    with pytest.warns(RuntimeWarning, match="bf16 training of a 3D network on CPU"):  # precision: bf16 default
+        path = run("simclr", tmp_path, vols, arch="vit_small", spatial_dims=3, epochs=1, batch_size=8)
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["meta"]["arch_kwargs"] == {"image_size": 8, "patch_size": 4}
     assert ckpt["config"]["grad_clip"] == 3.0  # "auto" on a ViT
