@@ -116,12 +116,14 @@ def _num(v) -> float:
     return math.nan if v is None else float(v)
 
 
-def _cell(values: list) -> str:
+def _cell(values: list, signed: bool = False) -> str:
+    """``mean ± CI half-width (n=...)`` over seeds; ``signed`` for differences (``+0.050``)."""
     mean, half = mean_ci([_num(v) for v in values])
     n = sum(not math.isnan(_num(v)) for v in values)
     if n == 0:
         return "n/a"
-    return f"{mean:.3f} (n=1)" if n == 1 else f"{mean:.3f} ± {half:.3f} (n={n})"
+    m = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{m} (n=1)" if n == 1 else f"{m} ± {half:.3f} (n={n})"
 
 
 def _pct(fraction: float) -> str:
@@ -183,10 +185,9 @@ def _paired_rows(rows: list[dict], baseline: str) -> list[list[str]]:
                 continue
             a, b = np.asarray(pairs).T
             diff = a - b
-            mean, half = mean_ci(diff.tolist())
-            cell = f"{mean:+.3f}" + (f" ± {half:.3f}" if len(diff) > 1 else "") + f" (n={len(diff)})"
             p = ttest_rel(a, b).pvalue if len(diff) > 1 and np.ptp(diff) > 0 else math.nan
-            out.append([_pct(fraction), str(method), cell, f"{int((diff > 0).sum())}/{len(diff)}",
+            out.append([_pct(fraction), str(method), _cell(diff.tolist(), signed=True),
+                        f"{int((diff > 0).sum())}/{len(diff)}",
                         "n/a" if math.isnan(p) else f"{p:.3g}"])
     return out
 
