@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data}: no dataset here; run `medssl sample-data {args.data}` first", file=sys.stderr)
         return 2
 
-    from medssl.engines.runtime import tune_allocator
+    from medssl.core.runtime import tune_allocator
 
     tune_allocator()
     import torch

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from medssl.engines.runtime import tune_allocator
+    from medssl.core.runtime import tune_allocator
 
     tune_allocator()  # as pretrain_ssl does, before any large tensor exists
 

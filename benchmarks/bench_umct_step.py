@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from medssl.engines.runtime import tune_allocator
+    from medssl.core.runtime import tune_allocator
 
     tuned = tune_allocator()  # first, as run_training does, before any large tensor exists
 

@@ -195,7 +195,7 @@ def compare(
     baseline: Annotated[Optional[str], typer.Option(help="Recipe name to compare against.")] = None,
 ) -> None:
     """Table of Dice / HD95 per recipe: mean ± std over seeds, difference to a baseline recipe."""
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
     from medssl.eval.compare import compare_runs
 
     table, _ = compare_runs(runs, baseline=baseline)

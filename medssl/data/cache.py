@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
+from medssl.core.atomic import TMP_MARK as _TMP_MARK, write_atomic
 from medssl.data.io import read_volume, strip_suffix
 from medssl.data.volume import Volume
 from medssl.errors import DataError
@@ -59,7 +59,6 @@ CACHE_DIRNAME = ".medssl_cache"
 FORMAT_VERSION = 1
 _SIDECAR = "entry.json"
 T = TypeVar("T")
-_TMP_MARK = ".tmp-"
 _STALE_TMP_S = 3600.0  # temporary files older than this are leftovers of killed writers
 _CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -142,29 +141,11 @@ def _json_able(meta: dict) -> dict:
     return out
 
 
-def _write_atomic(
-    dest: Path, write: Callable[[object], None], before_replace: Callable[[Path], T] | None = None
-) -> T | None:
-    """Write ``dest`` through a temporary file in its folder, then ``os.replace`` it.
-
-    Args:
-        dest: final path.
-        write: writes the content to the open binary file object it is given.
-        before_replace: optional, called with the complete temporary file just before the
-            rename; its result is returned (used to memory-map the new data while it is certain
-            to exist: a concurrent cleanup may unlink ``dest`` right after the rename).
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}{_TMP_MARK}", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cache files are plain readable data
-        result = before_replace(Path(tmp)) if before_replace is not None else None
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return result
+def _write_atomic(dest: Path, write: Callable[[object], None], before_replace: Callable[[Path], T] | None = None):
+    """:func:`medssl.core.atomic.write_atomic`, readable by everyone (the cache is plain data that
+    any user of a shared cache may map); ``before_replace`` memory-maps the new data while it is
+    certain to exist (a concurrent cleanup may unlink ``dest`` right after the rename)."""
+    return write_atomic(dest, write, before_replace=before_replace, mode=0o644)
 
 
 class VolumeCache:

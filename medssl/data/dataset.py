@@ -108,7 +108,7 @@ def read_dataset_json(root: str | Path) -> DatasetSpec:
 
 
 def write_dataset_json(root: str | Path, spec: DatasetSpec) -> Path:
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
 
     return write_atomic_text(Path(root) / "dataset.json", json.dumps(spec.to_json(), indent=2) + "\n")
 

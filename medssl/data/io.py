@@ -13,13 +13,12 @@ under a temporary name and renamed, so an interrupted job never leaves half a vo
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from medssl.core.atomic import write_atomic
 from medssl.data.volume import Volume
 from medssl.errors import DataError
 
@@ -163,32 +162,6 @@ def read_volume(path: str | Path, series: str | None = None) -> Volume:
     return READERS[fmt](path)
 
 
-def atomic_path(dest: str | Path) -> tuple[Path, Path]:
-    """A temporary path beside ``dest`` (same folder and suffix) for an atomic write."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    name = dest.name
-    suffix = next((s for s in sorted(FILE_FORMATS, key=len, reverse=True) if name.lower().endswith(s)), dest.suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{strip_suffix(dest)}.", suffix=f".tmp{suffix}", dir=dest.parent)
-    os.close(fd)
-    return Path(tmp), dest
-
-
-def write_atomic_bytes(dest: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``dest`` atomically (temporary file + rename)."""
-    tmp, dest = atomic_path(dest)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-def write_atomic_text(dest: str | Path, text: str) -> Path:
-    return write_atomic_bytes(dest, text.encode("utf-8"))
-
-
 def write_volume(vol: Volume, dest: str | Path, compress: bool = True) -> Path:
     """Write ``vol`` to ``dest`` (format from the suffix) atomically, keeping its geometry."""
     import SimpleITK as sitk
@@ -203,10 +176,4 @@ def write_volume(vol: Volume, dest: str | Path, compress: bool = True) -> Path:
     img.SetSpacing(tuple(float(s) for s in vol.spacing))
     img.SetOrigin(tuple(float(o) for o in vol.origin))
     img.SetDirection(tuple(float(d) for d in vol.direction.reshape(-1)))
-    tmp, dest = atomic_path(dest)
-    try:
-        sitk.WriteImage(img, str(tmp), useCompression=compress)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return write_atomic(dest, write_path=lambda tmp: sitk.WriteImage(img, str(tmp), useCompression=compress))

@@ -54,7 +54,7 @@ def new_manifest(checkpoint: Path, dataset: Path, classes: list[str]) -> dict:
 
 def write_manifest(path: str | Path, manifest: dict) -> Path:
     """Validate and write atomically (the review plugin and training may read it at any time)."""
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
 
     validate_manifest(manifest, path)
     return write_atomic_text(path, json.dumps(manifest, indent=2) + "\n")

@@ -215,7 +215,7 @@ def file_md5(path: str | Path, use_cache: bool = True) -> str:
         _MD5_CACHE[key] = digest
         if _folder_writable(side.parent):  # else (read-only data) the in-process cache only
             try:
-                from medssl.data.io import write_atomic_text
+                from medssl.core.atomic import write_atomic_text
 
                 rec = {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": digest}
                 write_atomic_text(side, json.dumps(rec) + "\n")

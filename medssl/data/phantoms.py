@@ -39,7 +39,8 @@ import numpy as np
 from scipy import ndimage
 
 from medssl.data.dataset import SPLIT_FOLDERS, DatasetSpec, image_path, label_path, write_dataset_json
-from medssl.data.io import write_atomic_text, write_volume
+from medssl.core.atomic import write_atomic_text
+from medssl.data.io import write_volume
 from medssl.data.volume import Volume
 from medssl.errors import DataError
 

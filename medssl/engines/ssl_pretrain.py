@@ -42,7 +42,6 @@ network is usually fed, and its colour jitter then acts as brightness/contrast o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -57,7 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl.engines.runtime import warn_bf16_conv3d_on_cpu
+from medssl.core.runtime import autocast, memory_format_for, warn_bf16_conv3d_on_cpu
+from medssl.core.schedules import lr_factor
 from medssl.errors import DataError, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -196,26 +196,8 @@ def default_lr(method: str, arch: str, batch_size: int) -> float:
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR factor of optimiser step ``step`` (0-based): linear warm-up ``(step + 1) / warmup_steps``,
-    then a cosine from 1 to 0 over the remaining steps (SimCLR, BYOL, DINO schedules, per step)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    rest = max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / rest)))
-
-
-def memory_format_for(spatial_dims: int) -> torch.memory_format:
-    """``torch.channels_last`` in 2D, ``torch.channels_last_3d`` in 3D."""
-    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
-
-
-def autocast(device: torch.device | str, precision: str):
-    """``torch.autocast(device_type, torch.bfloat16)`` for ``"bf16"``, a null context for ``"32"``."""
-    if precision == "32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be '32' or 'bf16', got {precision!r}")
+    """LR factor of optimiser step ``step``: :func:`medssl.core.schedules.lr_factor` (cosine)."""
+    return lr_factor(step, total_steps, warmup_steps, "cosine")
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -332,7 +314,7 @@ def train_step(
 
 # ------------------------------------------------------------------------------- checkpoint
 def _save_checkpoint(path: Path, state: dict) -> None:
-    from medssl.engines.checkpoint import save_checkpoint_atomic
+    from medssl.core.atomic import save_torch_atomic as save_checkpoint_atomic
 
     save_checkpoint_atomic(state, path)
 
@@ -341,7 +323,7 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop the log lines after ``step`` (a resumed run rewrites them)."""
     if not path.exists():
         return
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
 
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -460,7 +442,7 @@ def pretrain_ssl(
     """
     from tqdm.auto import tqdm
 
-    from medssl.engines.runtime import tune_allocator
+    from medssl.core.runtime import tune_allocator
     from medssl.methods.ssl import SSL_METHODS
     from medssl.transforms.ssl_augment import SSLAugment
 
@@ -560,7 +542,7 @@ def pretrain_ssl(
     }
     start_epoch, global_step = 0, 0
     if resume and ckpt_path.exists():
-        from medssl.engines.checkpoint import load_checkpoint
+        from medssl.core.weights import load_checkpoint
 
         ckpt = load_checkpoint(ckpt_path)  # torch.load(weights_only=True)
         _check_resume(ckpt, meta, config, ckpt_path)
@@ -736,7 +718,7 @@ def init_backbone_weights(backbone: nn.Module, checkpoint: str | Path, strip: st
     Raises:
         DataError: unreadable file, or no tensor matched.
     """
-    from medssl.engines.checkpoint import load_checkpoint, load_matching_weights, state_dict_of
+    from medssl.core.weights import load_checkpoint, load_matching_weights, state_dict_of
 
     path = Path(checkpoint)
     raw = load_checkpoint(path)
@@ -803,7 +785,7 @@ def load_backbone(
         DataError: unreadable file, missing settings for a foreign file, settings that contradict
             the checkpoint's, or no tensor matched.
     """
-    from medssl.engines.checkpoint import load_checkpoint
+    from medssl.core.weights import load_checkpoint
 
     path = Path(checkpoint)
     ckpt = load_checkpoint(path)

@@ -40,7 +40,7 @@ def _quiet_lightning() -> None:
 
 def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> Path:
     """Create (or, with ``resume``, reopen) the run folder; write the resolved config atomically."""
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
 
     out = Path(out) if out is not None else Path("runs") / cfg.name
     last = out / "checkpoints" / "last.ckpt"
@@ -174,9 +174,13 @@ def _build_umct(cfg: RunConfig, spec):
         channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3,
     )
     if u.init_2d is not None:
+        from medssl.core.weights import load_checkpoint
         from medssl.nets.multiview_unet import init_inplane_from_2d
 
-        loaded, _ = init_inplane_from_2d(net, u.init_2d)
+        try:
+            loaded, _ = init_inplane_from_2d(net, load_checkpoint(u.init_2d))
+        except DataError as exc:
+            raise DataError(exc.args[0], u.init_2d) from None
         if _rank() == 0:
             print(f"umct.init_2d {u.init_2d}: {len(loaded)} in-plane tensors initialised from the 2D network")
     return get_method("umct")(
@@ -230,12 +234,13 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
     _quiet_lightning()  # after the import: Lightning sets its loggers to INFO when imported
 
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
     from medssl.engines.callbacks import MetricsLog, StepProgressBar
-    from medssl.engines.checkpoint import AtomicCheckpointIO, init_network
+    from medssl.core.weights import init_from_checkpoint
+    from medssl.engines.checkpoint import AtomicCheckpointIO
     from medssl.engines.datamodule import PartitionDataModule, SegDataModule
 
-    from medssl.engines.runtime import tune_allocator
+    from medssl.core.runtime import tune_allocator
 
     tune_allocator()
     t0 = time.time()
@@ -270,7 +275,7 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
     model = build_model(cfg, spec)
     if cfg.init_from is not None and not resume:
-        loaded, skipped, parts = init_network(model.net, cfg.init_from, cfg.init_parts)
+        loaded, skipped, parts = init_from_checkpoint(model.net, cfg.init_from, cfg.init_parts)
         if _rank() == 0:
             under = f" under {parts}" if parts else ""
             print(f"init_from {cfg.init_from}: {len(loaded)} tensors loaded{under}, {len(skipped)} kept from random init")
@@ -349,7 +354,7 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
 def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t0: float) -> dict:
     """Save the final state of a self-supervised stage and summarise it (there is no Dice)."""
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
 
     trainer.save_checkpoint(last, weights_only=False)
     loss = trainer.callback_metrics.get("train/loss")

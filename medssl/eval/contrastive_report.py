@@ -113,7 +113,7 @@ def build_report(root: Path, labeled: list[int], png_name: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medssl.data.io import write_atomic_text
+    from medssl.core.atomic import write_atomic_text
 
     ap = argparse.ArgumentParser(description="Markdown report of the contrastive recipe set.")
     ap.add_argument("root", type=Path)

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from medssl.config import MedMNISTEvalConfig, MedMNISTPretrainEntry, dump_config
-from medssl.data.io import write_atomic_bytes, write_atomic_text
+from medssl.core.atomic import write_atomic_bytes, write_atomic_text
 from medssl.data.medmnist import MedMNISTSplit, load_medmnist
 from medssl.errors import DataError
 from medssl.eval import protocols

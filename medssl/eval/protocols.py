@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medssl.engines.runtime import warn_bf16_conv3d_on_cpu
+from medssl.core.runtime import warn_bf16_conv3d_on_cpu
 from medssl.errors import TrainingDiverged
 from medssl.eval.metrics import classification_metrics, normalize_task
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl.data.io import write_atomic_bytes, write_atomic_text
+from medssl.core.atomic import write_atomic_bytes, write_atomic_text
 from medssl.eval.metrics import mean_ci
 
 __all__ = ["PUBLISHED_MEDMNIST_V2", "auto_baseline", "render_report", "write_results"]

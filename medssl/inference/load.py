@@ -15,7 +15,7 @@ def load_method(checkpoint: str | Path):
     """
     from medssl.config import build_config
     from medssl.data.dataset import DatasetSpec
-    from medssl.engines.checkpoint import load_checkpoint
+    from medssl.core.weights import load_checkpoint
     from medssl.engines.train import build_model
 
     ckpt = load_checkpoint(checkpoint)

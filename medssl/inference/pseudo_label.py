@@ -81,7 +81,7 @@ def export_pseudo_labels(
     from medssl.data.intensity import fit_intensity
     from medssl.data.io import write_volume
     from medssl.data.manifest import new_manifest, read_manifest, resolve, write_manifest
-    from medssl.engines.runtime import tune_allocator
+    from medssl.core.runtime import tune_allocator
     from medssl.inference.load import load_method
 
     tune_allocator()

@@ -9,7 +9,6 @@ about config objects.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pytorch_lightning as pl
@@ -17,19 +16,12 @@ import torch
 
 
 def lr_lambda(kind: str, max_steps: int, warmup_steps: int = 0):
-    """Multiplicative LR factor per step: linear warm-up, then cosine / poly(0.9) / constant."""
+    """``LambdaLR`` factor per step: :func:`medssl.core.schedules.lr_factor`."""
+    from functools import partial
 
-    def f(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-        if kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * t))
-        if kind == "poly":
-            return (1 - t) ** 0.9
-        return 1.0
+    from medssl.core.schedules import lr_factor
 
-    return f
+    return partial(lr_factor, total_steps=max_steps, warmup_steps=warmup_steps, kind=kind)
 
 
 class MedsslModule(pl.LightningModule):

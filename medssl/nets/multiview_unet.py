@@ -32,11 +32,8 @@ same parameter names, so :func:`init_inplane_from_2d` can copy a 2D network trai
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 
@@ -184,6 +181,12 @@ class MultiViewAsymUNet(nn.Module):
         conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
         self.head = conv(n * channels[0], n * out_channels, 1, groups=n)
 
+    def load_foreign_state(self, state) -> tuple[list[str], list[str]]:
+        """Initialise from another network's weights: a 2D twin or a 1-view network fills the
+        in-plane kernels of every view (:func:`init_inplane_from_2d`); used by
+        :func:`medssl.core.weights.init_from_checkpoint` (``init_from`` of a config)."""
+        return init_inplane_from_2d(self, state)
+
     @property
     def divisor(self) -> int:
         """Patch sides must be multiples of this (``2 ** number of poolings``)."""
@@ -313,7 +316,7 @@ def load_view_state_dict(net: MultiViewAsymUNet, view: int, state: Mapping[str, 
 
 @torch.no_grad()
 def init_inplane_from_2d(
-    net: MultiViewAsymUNet, source: Mapping[str, torch.Tensor] | str | os.PathLike | nn.Module
+    net: MultiViewAsymUNet, source: Mapping[str, torch.Tensor] | nn.Module
 ) -> tuple[list[str], list[str]]:
     """Initialise a 3D network's in-plane weights from its 2D twin (as UMCT does from 2D weights).
 
@@ -326,11 +329,14 @@ def init_inplane_from_2d(
     ``residual=True`` the 3D network starts as the 2D one applied slice by slice, except that
     instance norms and max pooling act over the 3D patch.
 
+    Networks load no files: read a checkpoint with :func:`medssl.core.weights.load_checkpoint`
+    (weights-only) and pass it here, or use :func:`medssl.core.weights.init_from_checkpoint`.
+
     Args:
         net: the 3D (or 2D) multi-view network to initialise in place.
-        source: a state dict, a module, or the path of a local checkpoint: a plain state dict or a
-            Lightning checkpoint (its ``"state_dict"``), whose keys may carry a prefix such as
-            ``"net."`` (the prefix matching the most parameter names is stripped). A source of
+        source: a state dict (or a Lightning checkpoint dict, its ``"state_dict"`` is used) or a
+            module, whose keys may carry a prefix such as ``"net."`` (the prefix matching the most
+            parameter names is stripped, :func:`medssl.core.weights.best_prefix`). A source of
             the same dimensionality also loads (every matching tensor is copied).
 
     Returns:
@@ -338,21 +344,18 @@ def init_inplane_from_2d(
         left as they were (no counterpart, or a shape that does not match).
 
     Raises:
-        DataError: the file cannot be read, or no parameter matches.
+        DataError: no parameter matches.
     """
-    path = None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        state = _read_checkpoint(path)
-    elif isinstance(source, nn.Module):
+    from medssl.core.weights import best_prefix, state_dict_of
+
+    if isinstance(source, nn.Module):
         state = source.state_dict()
     elif isinstance(source, Mapping):
-        state = source.get("state_dict", source) if isinstance(source.get("state_dict"), Mapping) else source
+        state = state_dict_of(source)
     else:
-        raise TypeError(f"source must be a state dict, a module or a path, got {type(source).__name__}")
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        raise TypeError(f"source must be a state dict or a module, got {type(source).__name__}")
     target = net.state_dict()
-    prefix = _best_prefix(state, target)
+    prefix = best_prefix(state, target)
 
     # value shaped like the target up to the view-group axis 0, and the tiling factor it needs
     candidates = {}
@@ -378,33 +381,9 @@ def init_inplane_from_2d(
         raise DataError(
             f"no parameter matches the {net.spatial_dims}D MultiViewAsymUNet(num_views={net.num_views}, "
             f"channels={net.channels}) (expected names like 'encoder.0.conv_in.weight' of a 2D twin "
-            f"with the same channels and 1 or {net.num_views} views; found e.g. {sorted(state)[:3]})",
-            path=path,
+            f"with the same channels and 1 or {net.num_views} views; found e.g. {sorted(state)[:3]})"
         )
     return loaded, skipped
-
-
-def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    from medssl.engines.checkpoint import load_checkpoint  # lazy: it imports Lightning
-
-    obj = load_checkpoint(path)  # weights_only=True; DataError naming the file if unreadable
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]  # Lightning checkpoint
-    if not isinstance(obj, Mapping):
-        raise DataError(f"expected a state dict or a Lightning checkpoint, found a {type(obj).__name__}", path=path)
-    return obj
-
-
-def _best_prefix(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> str:
-    """The key prefix (``""``, ``"net."``, ``"model.net."``...) under which most target names appear."""
-    counts: Counter[str] = Counter()
-    for key in state:
-        for i in [-1] + [j for j, ch in enumerate(key) if ch == "."]:
-            if key[i + 1 :] in target:
-                counts[key[: i + 1]] += 1
-    if not counts:
-        return ""
-    return max(counts, key=lambda p: (counts[p], -len(p)))
 
 
 def _inflate(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ import pytest
 def test_bf16_conv3d_warning_only_for_3d_bf16_on_cpu():
     import warnings
 
-    from medssl.engines.runtime import warn_bf16_conv3d_on_cpu
+    from medssl.core.runtime import warn_bf16_conv3d_on_cpu
 
     with pytest.warns(RuntimeWarning, match="precision '32' for 3D on CPU"):
         assert warn_bf16_conv3d_on_cpu("cpu", 3, "bf16")

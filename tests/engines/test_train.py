@@ -122,7 +122,7 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path):
 def test_init_from_loads_exact_weights(tiny_cfg, tmp_path):
     run_training(tiny_cfg(**{"trainer.max_steps": 3}), out=tmp_path / "src")
     from medssl.data.dataset import read_dataset_json
-    from medssl.engines.checkpoint import load_matching_weights
+    from medssl.core.weights import load_matching_weights
     from medssl.engines.train import build_model
 
     cfg = tiny_cfg()

@@ -85,7 +85,7 @@ def _finetune_cfg(root, **extra):
 def test_init_from_global_loads_exactly_the_encoder(stages, tiny_data):
     """Fine-tuning from the global stage: encoder = the checkpoint's (2D kernels inflated to the
     3D in-plane kernels), everything else = the fresh random init of the same seed."""
-    from medssl.engines.checkpoint import init_network
+    from medssl.core.weights import init_from_checkpoint
 
     src = _state(stages["ckpt_g"])["state_dict"]
     cfg = _finetune_cfg(tiny_data)
@@ -93,7 +93,7 @@ def test_init_from_global_loads_exactly_the_encoder(stages, tiny_data):
     ref = build_model(cfg, _spec(tiny_data)).net.state_dict()
     torch.manual_seed(0)
     model = build_model(cfg, _spec(tiny_data))
-    loaded, skipped, parts = init_network(model.net, stages["ckpt_g"])
+    loaded, skipped, parts = init_from_checkpoint(model.net, stages["ckpt_g"])
     assert parts == ["encoder"]
     assert loaded and all(n.startswith("encoder.") for n in loaded)
     sd = model.net.state_dict()
@@ -107,11 +107,11 @@ def test_init_from_global_loads_exactly_the_encoder(stages, tiny_data):
 
 
 def test_init_from_local_loads_encoder_and_pretrained_decoder_blocks(stages, tiny_data):
-    from medssl.engines.checkpoint import init_network
+    from medssl.core.weights import init_from_checkpoint
 
     torch.manual_seed(0)
     model = build_model(_finetune_cfg(tiny_data), _spec(tiny_data))
-    loaded, _, parts = init_network(model.net, stages["ckpt_l"])
+    loaded, _, parts = init_from_checkpoint(model.net, stages["ckpt_l"])
     assert parts == ["encoder", "decoder.0"]
     assert any(n.startswith("decoder.0.") for n in loaded)
     assert not any(n.startswith(("decoder.1.", "head.")) for n in loaded)
@@ -127,13 +127,13 @@ def test_finetune_run_with_init_from_and_explicit_parts(stages, tiny_data, tmp_p
 
 
 def test_umct_init_from_pretrained_encoder_fills_every_view(stages, tiny_data):
-    from medssl.engines.checkpoint import init_network
+    from medssl.core.weights import init_from_checkpoint
     from medssl.nets.multiview_unet import view_state_dict
 
     cfg = load_config(None, tiny_overrides(tiny_data, **{**ASYM, "method": "umct", "umct.num_views": 3,
                                                          "data.patch_size": "[16,16,16]"}))
     model = build_model(cfg, _spec(tiny_data))
-    init_network(model.net, stages["ckpt_g"])
+    init_from_checkpoint(model.net, stages["ckpt_g"])
     src = _state(stages["ckpt_g"])["state_dict"]["net.encoder.0.conv_in.weight"]
     for v in range(3):
         assert torch.equal(view_state_dict(model.net, v)["encoder.0.conv_in.weight"], src[..., None].to(torch.float32))

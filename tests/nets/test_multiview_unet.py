@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from medssl.core.weights import init_from_checkpoint
 from medssl.errors import DataError
 from medssl.nets import build_network
 from medssl.nets.multiview_unet import (
@@ -137,13 +138,13 @@ def test_init_from_2d_checkpoint_file(tmp_path):
     ckpt = tmp_path / "pretrain2d.ckpt"  # Lightning layout: weights under "state_dict", prefixed "net."
     torch.save({"epoch": 3, "state_dict": {f"net.{k}": v for k, v in net2d.state_dict().items()}}, ckpt)
     net3d = MultiViewAsymUNet(num_views=3, channels=SMALL)
-    loaded, _ = init_inplane_from_2d(net3d, ckpt)
+    loaded, _, _ = init_from_checkpoint(net3d, ckpt)  # nets load no files: core.weights reads it
     assert len(loaded) == len(net2d.state_dict())
     _check_inplane_copied(net3d, net2d)
 
     plain = tmp_path / "plain.pt"
     torch.save(net2d.state_dict(), plain)
-    assert init_inplane_from_2d(MultiViewAsymUNet(num_views=3, channels=SMALL), str(plain))[0] == loaded
+    assert init_from_checkpoint(MultiViewAsymUNet(num_views=3, channels=SMALL), str(plain))[0] == loaded
 
 
 def test_init_from_bad_sources_raises_data_error(tmp_path):
@@ -151,13 +152,15 @@ def test_init_from_bad_sources_raises_data_error(tmp_path):
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(DataError, match="broken.ckpt"):
-        init_inplane_from_2d(net3d, bad)
+        init_from_checkpoint(net3d, bad)
     with pytest.raises(DataError, match="not found"):
-        init_inplane_from_2d(net3d, tmp_path / "missing.ckpt")
+        init_from_checkpoint(net3d, tmp_path / "missing.ckpt")
     other = tmp_path / "other.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)
     with pytest.raises(DataError, match="other.pt.*no parameter matches"):
-        init_inplane_from_2d(net3d, other)
+        init_from_checkpoint(net3d, other)
+    with pytest.raises(TypeError, match="state dict or a module"):  # networks load no files
+        init_inplane_from_2d(net3d, str(other))
     wide = MultiViewAsymUNet(num_views=1, channels=(8, 16, 32), spatial_dims=2)  # other widths
     with pytest.raises(DataError, match="no parameter matches"):
         init_inplane_from_2d(net3d, wide.state_dict())

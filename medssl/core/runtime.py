@@ -1,11 +1,17 @@
-"""Process-level performance settings for CPU training and inference."""
+"""Process-level settings for CPU/GPU training and inference: allocator, rank, threads, bf16
+autocast, memory format, and the bf16-Conv3d-on-CPU warning. One place for each, so the
+segmentation engine, the image-SSL engine, the MedMNIST protocols and the predictor agree."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import sys
+import warnings
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+PRECISIONS = ("32", "bf16")
 
 
 def tune_allocator(threshold: int = 2**30) -> bool:
@@ -27,6 +33,30 @@ def tune_allocator(threshold: int = 2**30) -> bool:
         return False
 
 
+def rank() -> int:
+    """This process's rank in a distributed run (0 when not distributed)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+
+
+def autocast(device, precision: str | bool):
+    """``torch.autocast(device_type, torch.bfloat16)`` for ``"bf16"`` (or ``True``), a null
+    context for ``"32"`` (or ``False``)."""
+    import torch
+
+    if precision in ("32", False):
+        return contextlib.nullcontext()
+    if precision in ("bf16", True):
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def memory_format_for(spatial_dims: int):
+    """``torch.channels_last`` in 2D, ``torch.channels_last_3d`` in 3D."""
+    import torch
+
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
 BF16_CONV3D_CPU_WARNING = (
     "bf16 training of a 3D network on CPU: with torch's CPU (oneDNN) kernels the bf16 Conv3d backward "
     "sporadically returns NaN weight gradients for small (2^3) feature maps; measured on AdrenalMNIST3D with "
@@ -35,9 +65,7 @@ BF16_CONV3D_CPU_WARNING = (
 
 
 def warn_bf16_conv3d_on_cpu(device, spatial_dims: int, precision: str) -> bool:
-    """Warn (once per call site) before bf16 training of a 3D network on CPU; returns whether it warned."""
-    import warnings
-
+    """Warn before bf16 training of a 3D network on CPU; returns whether it warned."""
     import torch
 
     if spatial_dims == 3 and str(precision).startswith("bf16") and torch.device(device).type == "cpu":

@@ -1,0 +1,48 @@
+"""The package's layers import only downward (GUIDE section 1): checked on the source, by AST."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "medssl"
+
+#: sub-package -> sub-packages of medssl it must never import (at module level or inside functions)
+FORBIDDEN = {
+    "core": {"data", "transforms", "nets", "losses", "methods", "engines", "inference", "medmnist", "eval", "config", "cli"},
+    "data": {"nets", "losses", "methods", "engines", "inference", "medmnist", "eval", "cli"},
+    "transforms": {"nets", "losses", "methods", "engines", "inference", "medmnist", "eval", "cli"},
+    "nets": {"data", "losses", "methods", "engines", "inference", "medmnist", "eval", "config", "cli"},
+    "losses": {"data", "methods", "engines", "inference", "medmnist", "eval", "config", "cli"},
+    "inference": {"engines", "medmnist", "cli"},
+}
+NO_LIGHTNING = {"core", "data", "transforms", "nets", "losses", "inference"}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules(sub: str) -> list[Path]:
+    return sorted((PKG / sub).rglob("*.py")) if (PKG / sub).is_dir() else []
+
+
+@pytest.mark.parametrize("sub", sorted(FORBIDDEN))
+def test_layer_imports_only_downward(sub):
+    bad = []
+    for path in _modules(sub):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "medssl" and len(parts) > 1 and parts[1] in FORBIDDEN[sub]:
+                bad.append(f"{path.relative_to(PKG)} imports {name}")
+            if sub in NO_LIGHTNING and parts[0] in ("pytorch_lightning", "lightning"):
+                bad.append(f"{path.relative_to(PKG)} imports {name} (Lightning stays in engines/ and methods/)")
+    assert not bad, "\n".join(bad)
