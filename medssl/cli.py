@@ -222,7 +222,7 @@ def eval_medmnist(
     Writes results.json, results.csv, report.md and PNG plots into OUT, rewritten after every
     record: an interrupted run continues where it stopped when started again with the same OUT.
     """
-    from medssl.config import load_medmnist_eval_config
+    from medssl.medmnist.config import load_medmnist_eval_config
     from medssl.eval.medmnist_eval import run_medmnist_eval
 
     cfg = load_medmnist_eval_config(config, set_)

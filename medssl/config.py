@@ -14,16 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medssl.errors import ConfigError
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of every typed config: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Where the dataset is and how patches are drawn from it."""
 
     root: Path = Field(Path("sample_data/phantoms"), description="dataset folder (medssl format)")
@@ -43,7 +45,7 @@ class DataConfig(_Strict):
     )
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     name: Literal["unet", "multiview_asym_unet"] = "unet"
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
@@ -59,7 +61,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
@@ -67,7 +69,7 @@ class OptimConfig(_Strict):
     warmup_steps: int = Field(0, ge=0)
 
 
-class TrainerConfig(_Strict):
+class TrainerConfig(Strict):
     max_steps: int = Field(400, ge=1)
     val_every: int = Field(100, ge=1, description="validate and checkpoint every N steps")
     precision: Literal["32", "bf16"] = "32"
@@ -81,7 +83,7 @@ class TrainerConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
 
 
-class ValConfig(_Strict):
+class ValConfig(Strict):
     roi_size: tuple[int, int, int] | None = Field(None, description="sliding-window ROI; default patch_size")
     sw_batch_size: int = Field(2, ge=1)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
@@ -89,7 +91,7 @@ class ValConfig(_Strict):
     max_cases: int | None = Field(None, ge=1)
 
 
-class UMCTConfig(_Strict):
+class UMCTConfig(Strict):
     """Uncertainty-aware multi-view co-training (Xia et al., WACV 2020)."""
 
     num_views: Literal[1, 3, 6] = Field(3, description="1 = single-view supervised baseline")
@@ -105,7 +107,7 @@ class UMCTConfig(_Strict):
     init_2d: Path | None = Field(None, description="2D twin checkpoint for the in-plane kernels")
 
 
-class ContrastiveConfig(_Strict):
+class ContrastiveConfig(Strict):
     """Global / local contrastive pretraining (Chaitanya et al., NeurIPS 2020), one stage per run.
 
     Stage ``global`` trains the encoder (+ projection head g1) with the global loss on images drawn
@@ -138,7 +140,7 @@ class ContrastiveConfig(_Strict):
         return self
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     """One training run: a method plus data, model, optimiser, trainer and validation settings."""
 
     method: Literal["supervised", "umct", "contrastive"] = "supervised"
@@ -185,27 +187,58 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return raw
 
 
-def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
-    """Apply ``key.sub=value`` strings to a raw config dict (values parsed as YAML)."""
+def _parse_value(value: str):
     import yaml
 
-    raw = dict(raw)
+    try:
+        return yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        return value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` strings to a raw config dict (values parsed as YAML).
+
+    Keys inside a list are addressed by index or by ``*`` for every element:
+    ``--set pretrain.0.epochs=10``, ``--set 'pretrain.*.epochs=1'``. Missing sections are
+    created; the input dict is not modified.
+
+    Raises:
+        ConfigError: an item without ``=``, or a key that does not fit the config's structure.
+    """
+    import copy
+
+    raw = copy.deepcopy(raw)
     for item in overrides or []:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep:
             raise ConfigError(f"--set expects key.sub=value, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            parsed = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            parsed = value
-        node = raw
+        parsed = _parse_value(value)
         parts = key.strip().split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p, {}), dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-            node[p] = dict(node.get(p, {}))
-            node = node[p]
-        node[parts[-1]] = parsed
+        nodes = [raw]
+        for depth, p in enumerate(parts[:-1]):
+            index = p == "*" or p.isdigit()
+            nxt = []
+            for node in nodes:
+                if isinstance(node, list) and index:
+                    if p.isdigit() and int(p) >= len(node):
+                        raise ConfigError(f"--set {key}: index {p} is past the end of a list of {len(node)}")
+                    nxt += node if p == "*" else [node[int(p)]]
+                elif isinstance(node, dict) and not index:
+                    child = node.get(p)
+                    if child is None:
+                        nxt_index = parts[depth + 1] == "*" or parts[depth + 1].isdigit()
+                        child = node[p] = [] if nxt_index else {}
+                    elif not isinstance(child, (dict, list)):
+                        raise ConfigError(f"--set {key}: {p!r} is not a section")
+                    nxt.append(child)
+                else:
+                    raise ConfigError(f"--set {key}: {p!r} does not match the config's structure")
+            nodes = nxt
+        for node in nodes:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {parts[-2]!r} is not a section")
+            node[parts[-1]] = parsed
     return raw
 
 
@@ -227,12 +260,16 @@ def build_config(raw: dict, source: str = "config", model: type[BaseModel] = Run
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML recipe (or defaults when ``path`` is None), apply ``--set`` overrides, validate."""
+def load_raw(path: str | Path | None, overrides: list[str] | None = None) -> dict:
+    """A YAML recipe (with its ``base`` chain) as a dict, ``--set`` overrides applied."""
     raw = _load_yaml(Path(path)) if path is not None else {}
-    raw = apply_overrides(raw, overrides)
-    cfg = build_config(raw, source=str(path) if path else "config")
-    return cfg  # type: ignore[return-value]
+    return apply_overrides(raw, overrides)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a segmentation recipe (or defaults when ``path`` is None), apply ``--set`` overrides,
+    validate. (The MedMNIST benchmark's recipes: :func:`medssl.medmnist.config.load_medmnist_eval_config`.)"""
+    return build_config(load_raw(path, overrides), source=str(path) if path else "config")  # type: ignore[return-value]
 
 
 def dump_config(cfg: BaseModel) -> str:
@@ -246,262 +283,3 @@ def get_by_path(obj: Any, key: str) -> Any:
     for p in key.split("."):
         obj = getattr(obj, p)
     return obj
-
-
-# ------------------------------------------------------------------ MedMNIST SSL evaluation
-#: SSL method names accepted by a pretraining entry (the keys of ``medssl.methods.ssl.SSL_METHODS``,
-#: spelled out so that reading a config does not import torch; a test keeps the two in step),
-#: plus ``"none"``: no pretraining, the entry's ``init`` weights are evaluated as they are.
-MEDMNIST_SSL_METHODS = ("simclr", "mocov3", "byol", "simsiam", "dino", "barlow", "vicreg", "nnclr", "supervised")
-
-
-class MedMNISTPretrainEntry(_Strict):
-    """One way of obtaining a backbone; every entry is evaluated on every dataset of the run.
-
-    ``method`` ``"none"`` evaluates the ``init`` weights without pretraining: ``init: random`` is the
-    random-init baseline (and, with the ``finetune`` protocol and a name starting with
-    ``supervised``, the supervised MedMNIST v2 baseline); ``checkpoint`` a local file (a medssl
-    checkpoint or a foreign state dict); ``run`` another medssl pretraining run (its folder or
-    checkpoint). Any other method pretrains from random weights on the train split (images only)
-    of ``datasets``: by default the evaluated dataset itself (one pretraining per dataset, which is
-    also what the transfer matrix uses), or one fixed list (several = multi-domain pretraining on
-    their union, mixed 1/3 channels).
-    """
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", description="row name in tables and folder name")
-    method: Literal[MEDMNIST_SSL_METHODS + ("none",)] = "simclr"  # type: ignore[valid-type]
-    init: Literal["random", "checkpoint", "run"] = "random"
-    checkpoint: Path | None = Field(None, description="init: checkpoint: the weights file")
-    run: Path | None = Field(None, description="init: run: a medssl pretraining folder or its checkpoint")
-    datasets: list[str] | None = Field(None, min_length=1, description="pretraining data; default the eval dataset")
-    arch: Literal["resnet18", "resnet50", "vit_small"] = "resnet18"
-    arch_kwargs: dict[str, Any] | None = Field(
-        None,
-        description="backbone keywords; default by image size (ResNet: small_input = side <= 32; "
-        "{small_input: false} is the 7x7/2 + max-pool stem, ~30x cheaper on 28^3 volumes)",
-    )
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=2)
-    lr: float | None = Field(None, gt=0, description="default: the method's own")
-    weight_decay: float | None = Field(None, ge=0)
-    warmup_epochs: int = Field(10, ge=0)
-    precision: Literal["32", "bf16"] = "bf16"
-    seed: int = 0
-    method_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the method")
-
-    @model_validator(mode="after")
-    def _init_matches(self):
-        if self.init == "checkpoint" and self.checkpoint is None:
-            raise ValueError(f"pretrain entry {self.name!r}: init 'checkpoint' needs 'checkpoint: <file>'")
-        if self.init == "run" and self.run is None:
-            raise ValueError(f"pretrain entry {self.name!r}: init 'run' needs 'run: <folder or checkpoint>'")
-        if self.checkpoint is not None and self.init != "checkpoint":
-            raise ValueError(f"pretrain entry {self.name!r}: 'checkpoint' is set but init is {self.init!r}")
-        if self.run is not None and self.init != "run":
-            raise ValueError(f"pretrain entry {self.name!r}: 'run' is set but init is {self.init!r}")
-        if self.method != "none" and self.init != "random":
-            raise ValueError(
-                f"pretrain entry {self.name!r}: pretraining ({self.method}) starts from random weights; "
-                f"to evaluate existing weights use method 'none' with init {self.init!r}"
-            )
-        if self.method == "none" and self.datasets is not None:
-            raise ValueError(f"pretrain entry {self.name!r}: 'datasets' needs a pretraining method, not 'none'")
-        if self.method == "supervised" and self.datasets is not None and len(self.datasets) > 1:
-            raise ValueError(f"pretrain entry {self.name!r}: supervised pretraining cannot mix label spaces")
-        return self
-
-    @field_validator("datasets")
-    @classmethod
-    def _flags(cls, v):
-        return None if v is None else [_medmnist_flag(d) for d in v]
-
-
-class MedMNISTLinearConfig(_Strict):
-    """Linear probe on frozen features: lr x wd grid chosen on validation AUROC."""
-
-    lrs: list[float] = Field([1e-3, 1e-2, 1e-1], min_length=1)
-    wds: list[float] = Field([0.0, 1e-4, 1e-2], min_length=1)
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=1)
-
-
-class MedMNISTKNNConfig(_Strict):
-    """Weighted kNN on frozen features: k x temperature chosen on validation AUROC."""
-
-    ks: list[int] = Field([10, 20, 50, 100], min_length=1)
-    temps: list[float] = Field([0.07, 0.1, 0.5], min_length=1)
-
-
-class MedMNISTFinetuneConfig(_Strict):
-    """Full fine-tuning (AdamW, cosine to zero, best validation-AUROC epoch kept)."""
-
-    epochs: int = Field(100, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=2)
-    precision: Literal["32", "bf16"] = "bf16"
-    augment: Literal["none", "light"] = Field("none", description="'light' = random crop 0.8-1 + flip")
-
-
-class MedMNISTEvalSection(_Strict):
-    protocols: list[Literal["linear", "knn", "finetune"]] = Field(["linear", "knn", "finetune"], min_length=1)
-    fractions: list[float] = Field([0.01, 0.1, 1.0], min_length=1, description="label fractions in (0, 1]")
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
-    linear: MedMNISTLinearConfig = MedMNISTLinearConfig()
-    knn: MedMNISTKNNConfig = MedMNISTKNNConfig()
-    finetune: MedMNISTFinetuneConfig = MedMNISTFinetuneConfig()
-
-    @model_validator(mode="after")
-    def _check(self):
-        bad = [f for f in self.fractions if not 0.0 < f <= 1.0]
-        if bad:
-            raise ValueError(f"fractions must be in (0, 1], got {bad}")
-        for name in ("protocols", "fractions", "seeds"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise ValueError(f"eval.{name} has duplicates: {values}")
-        return self
-
-
-class MedMNISTOODConfig(_Strict):
-    """OOD detection: the model trained on dataset A scores A's test set against every other one's."""
-
-    enabled: bool = True
-    scores: list[Literal["msp", "energy", "mahalanobis"]] = Field(["msp", "energy", "mahalanobis"], min_length=1)
-    model: Literal["linear", "finetune"] = Field(
-        "linear", description="linear head (100 % labels, seed 0) on frozen features, or the fine-tuned model"
-    )
-
-
-class MedMNISTTransferConfig(_Strict):
-    """Cross-dataset transfer: backbone pretrained on A, linear probe on B, for all pairs."""
-
-    enabled: bool = False
-    fractions: list[float] = Field([1.0], min_length=1)
-
-    @model_validator(mode="after")
-    def _check(self):
-        bad = [f for f in self.fractions if not 0.0 < f <= 1.0]
-        if bad:
-            raise ValueError(f"fractions must be in (0, 1], got {bad}")
-        return self
-
-
-class MedMNISTReportConfig(_Strict):
-    published: bool = Field(True, description="show the published MedMNIST v2 supervised numbers")
-    baseline: str | None = Field(
-        "auto",
-        description="entry the paired per-seed AUROC tables compare against; auto: the first random-init "
-        "entry without pretraining; null: no paired tables",
-    )
-
-
-def _medmnist_flag(flag: str) -> str:
-    from medssl.data.medmnist import flag_info  # numpy + json only; no torch
-    from medssl.errors import DataError
-
-    try:
-        flag_info(flag)
-    except DataError as exc:
-        raise ValueError(str(exc)) from None
-    return str(flag).strip().lower()
-
-
-class MedMNISTEvalConfig(_Strict):
-    """``medssl eval medmnist``: SSL pretraining + linear / kNN / fine-tune evaluation, OOD, transfer."""
-
-    name: str = "medmnist-eval"
-    datasets: list[str] = Field(min_length=1, description="MedMNIST flags evaluated, e.g. [breastmnist]")
-    size: int = Field(28, description="image size of every dataset: 28, 64, 128, 224 (3D: 28, 64)")
-    root: Path | None = Field(None, description="folder of the .npz files; default $MEDMNIST_ROOT, ~/.medmnist")
-    verify: bool = Field(True, description="check every file's md5 against the official table")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="evaluation device (auto: cuda if present)")
-    pretrain: list[MedMNISTPretrainEntry] = Field(min_length=1)
-    eval: MedMNISTEvalSection = MedMNISTEvalSection()
-    ood: MedMNISTOODConfig = MedMNISTOODConfig()
-    transfer: MedMNISTTransferConfig = MedMNISTTransferConfig()
-    report: MedMNISTReportConfig = MedMNISTReportConfig()
-
-    @model_validator(mode="after")
-    def _check(self):
-        from medssl.data.medmnist import flag_info
-
-        flags = self.datasets
-        if len(set(flags)) != len(flags):
-            raise ValueError(f"datasets has duplicates: {self.datasets}")
-        names = [p.name for p in self.pretrain]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"pretrain entry names must be unique; repeated: {dup}")
-        if self.report.baseline not in (None, "auto", *names):
-            raise ValueError(f"report.baseline {self.report.baseline!r} is not a pretrain entry; entries: {names}")
-        for flag in flags + [d for p in self.pretrain for d in (p.datasets or [])]:
-            if self.size not in flag_info(flag)["sizes"]:
-                raise ValueError(f"{flag} has no size {self.size}; it exists in {flag_info(flag)['sizes']}")
-        for p in self.pretrain:
-            dims = {flag_info(d)["spatial_dims"] for d in p.datasets or []}
-            if len(dims) > 1:
-                raise ValueError(f"pretrain entry {p.name!r}: datasets mix 2D and 3D: {p.datasets}")
-            wrong = [f for f in flags if dims and flag_info(f)["spatial_dims"] not in dims]
-            if wrong:
-                raise ValueError(f"pretrain entry {p.name!r} pretrains {dims.pop()}D but evaluates on {wrong}")
-        return self
-
-    @field_validator("datasets")
-    @classmethod
-    def _flags(cls, v):
-        return [_medmnist_flag(d) for d in v]
-
-
-def _apply_list_overrides(raw: dict, overrides: list[str] | None) -> tuple[dict, list[str]]:
-    """Apply the ``--set`` items whose key passes through a list (``pretrain.0.epochs=5``, or
-    ``pretrain.*.epochs=5`` for every entry); return the other items for :func:`apply_overrides`."""
-    import copy
-
-    import yaml
-
-    raw, rest = copy.deepcopy(raw), []
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not any(p == "*" or p.isdigit() for p in parts):
-            rest.append(item)
-            continue
-        try:
-            parsed = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            parsed = value
-        nodes = [raw]
-        for depth, p in enumerate(parts[:-1]):
-            nxt = []
-            for node in nodes:
-                if isinstance(node, list) and (p == "*" or p.isdigit()):
-                    if p.isdigit() and int(p) >= len(node):
-                        raise ConfigError(f"--set {key}: index {p} is past the end of a list of {len(node)}")
-                    nxt += node if p == "*" else [node[int(p)]]
-                elif isinstance(node, dict) and not (p == "*" or p.isdigit()):
-                    child = node.setdefault(p, [] if parts[depth + 1] in ("*",) or parts[depth + 1].isdigit() else {})
-                    nxt.append(child)
-                else:
-                    raise ConfigError(f"--set {key}: {p!r} does not match the config's structure")
-            nodes = nxt
-        for node in nodes:
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {parts[-2]!r} is not a section")
-            node[parts[-1]] = parsed
-    return raw, rest
-
-
-def load_medmnist_eval_config(path: str | Path, overrides: list[str] | None = None) -> MedMNISTEvalConfig:
-    """Read a ``medssl eval medmnist`` recipe, apply ``--set`` overrides, validate.
-
-    Besides ``--set section.key=value``, keys inside a list are addressed by index or by ``*``
-    for every element: ``--set pretrain.0.epochs=10``, ``--set 'pretrain.*.epochs=1'``.
-
-    Raises:
-        ConfigError: missing file, invalid YAML, an unknown key (named) or an invalid value.
-    """
-    raw = _load_yaml(Path(path))
-    raw, rest = _apply_list_overrides(raw, overrides)
-    raw = apply_overrides(raw, rest)
-    return build_config(raw, source=str(path), model=MedMNISTEvalConfig)  # type: ignore[return-value]

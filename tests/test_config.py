@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_shipped_recipe_loads():
-    from medssl.config import load_medmnist_eval_config
+    from medssl.medmnist.config import load_medmnist_eval_config
 
     recipes = sorted((ROOT / "configs").rglob("*.yaml"))
     assert recipes

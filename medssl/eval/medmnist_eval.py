@@ -1,6 +1,6 @@
 """``medssl eval medmnist``: SSL pretraining and its evaluation on MedMNIST, resumable.
 
-One call of :func:`run_medmnist_eval` runs a whole :class:`~medssl.config.MedMNISTEvalConfig`:
+One call of :func:`run_medmnist_eval` runs a whole :class:`~medssl.medmnist.config.MedMNISTEvalConfig`:
 
 1. **Backbones.** For every eval dataset ``A`` and every ``pretrain`` entry, a backbone: random
    weights (``method: none, init: random``), a local checkpoint or another medssl pretraining run
@@ -64,7 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl.config import MedMNISTEvalConfig, MedMNISTPretrainEntry, dump_config
+from medssl.config import dump_config
+from medssl.medmnist.config import MedMNISTEvalConfig, MedMNISTPretrainEntry
 from medssl.core.atomic import write_atomic_bytes, write_atomic_text
 from medssl.data.medmnist import MedMNISTSplit, load_medmnist
 from medssl.errors import DataError
@@ -873,7 +874,7 @@ def run_medmnist_eval(cfg: MedMNISTEvalConfig, out: str | Path, progress: bool =
     """Run (or resume) a MedMNIST SSL evaluation; see the module doc for the order and the files.
 
     Args:
-        cfg: the validated recipe (:func:`medssl.config.load_medmnist_eval_config`).
+        cfg: the validated recipe (:func:`medssl.medmnist.config.load_medmnist_eval_config`).
         out: run folder; created if needed; an earlier run's results there are resumed.
         progress: tqdm bars (outer loop over dataset x entry, inner over records, pretraining epochs).
 

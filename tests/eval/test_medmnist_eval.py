@@ -17,7 +17,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from medssl.config import MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, build_config, load_medmnist_eval_config
+from medssl.config import build_config
+from medssl.medmnist.config import MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, load_medmnist_eval_config
 from medssl.errors import ConfigError
 from medssl.eval import medmnist_eval as me
 from medssl.eval import protocols
