@@ -30,6 +30,9 @@ locks:
 
 Data is not ``fsync``-ed: after a power loss an entry may be reconverted, which the checks above
 detect (a short data file fails to open), but the cache is not a durable store.
+
+One file on purpose: the rules above bind the sidecar, the data file and the foreground files of
+an entry together, so the code that writes an entry and the code that trusts it stay side by side.
 """
 
 from __future__ import annotations
