@@ -3,7 +3,12 @@
 The check reads every volume once, with :func:`medssl.data.io.read_volume`, and reports *all*
 problems per case instead of stopping at the first, so one run gives the full list to fix. What the
 reader raises (a truncated or corrupt file, a 2D / 4D image) becomes an ``unreadable`` / ``not_3d``
-problem; NaN / inf voxels are counted on the array it returns.
+problem; NaN / inf voxels are counted on the array it returns. The labeled splits (train, val,
+test) are checked as image + label pairs; a test split may come without labels (as nnU-Net raw
+datasets often do: one warning), a validation split may not (it exists to be scored).
+
+The problems are collected in a :class:`~medssl.data.check_report.CheckReport`
+(:mod:`medssl.data.check_report` renders it); both names are importable from here.
 
 ==================  ========  ===============================================================
 code                severity  meaning
@@ -15,7 +20,8 @@ unreadable          error     truncated, corrupt or not-an-image file
 not_3d              error     a 2D / 4D image
 missing_label       error     an image of a labeled split without its label file
 orphan_label        error     a label file without an image (a misnamed image, usually)
-no_test_labels      warning   ``imagesTs`` without a ``labelsTs`` folder (no test metrics)
+no_test_labels      warning   ``imagesTs`` without a ``labelsTs`` folder (no test metrics); an
+                              ``imagesVal`` without ``labelsVal`` is a ``missing_label`` error
 geometry_mismatch   error     image and label differ in shape, spacing, origin or direction
 undeclared_labels   error     label values that ``dataset.json`` does not declare
 non_integer_labels  error     fractional or non-finite label values
@@ -33,145 +39,22 @@ ambiguous_file      warning   ``X.nii`` beside ``X.nii.gz``: two files for one c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from medssl.data.check_report import CheckReport, Problem, Severity
 from medssl.data.dataset import SPLIT_FOLDERS, Case, DatasetSpec, list_cases, read_dataset_json
 from medssl.data.io import read_volume
 from medssl.data.volume import Volume
 from medssl.errors import DataError, MedsslError
 
-Severity = Literal["error", "warning"]
+__all__ = ["CheckReport", "Problem", "Severity", "check_dataset"]
 
 #: Tolerances for "same geometry": as :meth:`medssl.data.volume.Volume.same_geometry`.
 SPACING_ATOL = 1e-3
 ORIGIN_ATOL = 1e-3
 DIRECTION_ATOL = 1e-4
-
-#: The ``(split, case)`` group of problems that concern the whole dataset.
-_DATASET = ("", "")
-_SPLIT_ORDER = {split: i for i, split in enumerate(SPLIT_FOLDERS)}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem found by :func:`check_dataset`.
-
-    Attributes:
-        case: case name, ``None`` for dataset-level problems.
-        path: the file (or folder) the problem is about.
-        severity: ``"error"`` (training would fail or be wrong) or ``"warning"``.
-        message: one readable sentence.
-        code: short machine-readable kind (see the module docstring).
-        split: ``"train"``, ``"unlabeled"``, ``"test"`` or ``None``.
-    """
-
-    case: str | None
-    path: Path | None
-    severity: Severity
-    message: str
-    code: str
-    split: str | None = None
-
-    def to_json(self) -> dict:
-        return {
-            "case": self.case,
-            "split": self.split,
-            "path": None if self.path is None else str(self.path),
-            "severity": self.severity,
-            "code": self.code,
-            "message": self.message,
-        }
-
-
-@dataclass
-class CheckReport:
-    """Result of :func:`check_dataset`.
-
-    Attributes:
-        root: the dataset folder.
-        problems: every problem found, in discovery order.
-        counts: number of cases per split.
-        labeled: number of cases with a label file per split.
-        spec: the parsed ``dataset.json`` (``None`` when it is missing or invalid).
-    """
-
-    root: Path
-    problems: list[Problem] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    labeled: dict[str, int] = field(default_factory=dict)
-    spec: DatasetSpec | None = None
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when there is no error (warnings allowed)."""
-        return not self.errors
-
-    def for_case(self, case: str) -> list[Problem]:
-        """Problems of one case (any split)."""
-        return [p for p in self.problems if p.case == case]
-
-    def _rel(self, path: Path | None) -> str:
-        if path is None:
-            return str(self.root)
-        try:
-            return str(Path(path).relative_to(self.root))
-        except ValueError:
-            return str(path)
-
-    def summary(self) -> str:
-        """One line: dataset name, cases per split (labeled ones in parentheses), classes."""
-        parts = []
-        for split in SPLIT_FOLDERS:
-            n = self.counts.get(split, 0)
-            text = f"{split} {n}"
-            if SPLIT_FOLDERS[split][1] is not None and n:
-                text += f" ({self.labeled.get(split, 0)} labeled)"
-            parts.append(text)
-        name = self.spec.name if self.spec else "?"
-        classes = ", ".join(f"{k}={v}" for k, v in self.spec.labels.items()) if self.spec else "unknown"
-        return f"dataset {self.root} ({name}): " + ", ".join(parts) + f"; labels: {classes}"
-
-    def format(self) -> str:
-        """Human-readable report: summary line, problems grouped per case, then the verdict."""
-        lines = [self.summary()]
-        groups: dict[tuple[str, str], list[Problem]] = {}
-        for p in self.problems:
-            groups.setdefault((p.split or "", p.case) if p.case else _DATASET, []).append(p)
-        width = max((len(p.severity) for p in self.problems), default=0)
-        for key in sorted(groups, key=lambda k: (k != _DATASET, _SPLIT_ORDER.get(k[0], 9), k[1])):
-            lines.append("")
-            lines.append("[dataset]" if key == _DATASET else f"{key[0]}/{key[1]}")
-            for p in groups[key]:
-                lines.append(f"  {p.severity:<{width}}  {self._rel(p.path)}: {p.message}")
-        lines.append("")
-        n_err, n_warn = len(self.errors), len(self.warnings)
-        counts = f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}"
-        lines.append(counts if n_err else ("OK" if not n_warn else f"OK ({counts})"))
-        return "\n".join(lines)
-
-    def to_json(self) -> dict:
-        return {
-            "root": str(self.root),
-            "ok": self.ok,
-            "n_errors": len(self.errors),
-            "n_warnings": len(self.warnings),
-            "counts": dict(self.counts),
-            "labeled": dict(self.labeled),
-            "labels": None if self.spec is None else dict(self.spec.labels),
-            "problems": [p.to_json() for p in self.problems],
-        }
 
 
 # --------------------------------------------------------------------------------- helpers

@@ -35,11 +35,14 @@ def _label(values=(0, 1, 2), dtype=np.uint8, **geom) -> Volume:
     return Volume(arr, *_geometry(**geom))
 
 
-def _dataset(root: Path, train=("a", "b"), unlabeled=("u",), test=("t",), labels=LABELS, num_training=None) -> Path:
-    """A clean dataset: train/test cases with images and labels, unlabeled images."""
+def _dataset(
+    root: Path, train=("a", "b"), unlabeled=("u",), test=("t",), labels=LABELS, num_training=None, val=()
+) -> Path:
+    """A clean dataset: train/val/test cases with images and labels, unlabeled images (no val by default)."""
     for split, names, img_dir, lab_dir in (
         ("train", train, "imagesTr", "labelsTr"),
         ("unlabeled", unlabeled, "imagesUnlabeled", None),
+        ("val", val, "imagesVal", "labelsVal"),
         ("test", test, "imagesTs", "labelsTs"),
     ):
         for i, name in enumerate(names):
@@ -65,8 +68,8 @@ def _one(report: CheckReport, code: str):
 def test_clean_dataset_is_ok(tmp_path: Path) -> None:
     report = check_dataset(_dataset(tmp_path), progress=False)
     assert report.ok and report.problems == [], report.format()
-    assert report.counts == {"train": 2, "unlabeled": 1, "test": 1}
-    assert report.labeled == {"train": 2, "test": 1}
+    assert report.counts == {"train": 2, "unlabeled": 1, "val": 0, "test": 1}
+    assert report.labeled == {"train": 2, "val": 0, "test": 1}
     text = report.format()
     assert text.splitlines()[0].startswith(f"dataset {tmp_path} (tiny): train 2 (2 labeled), unlabeled 1, test 1")
     assert "liver=1" in text.splitlines()[0]
@@ -137,6 +140,43 @@ def test_test_split_without_label_folder_is_a_warning(tmp_path: Path) -> None:
     (root / "labelsTs").rmdir()
     report = check_dataset(root, progress=False)
     assert _codes(report) == ["no_test_labels"] and report.ok
+
+
+# ----------------------------------------------------------------------- validation split
+def test_clean_validation_split(tmp_path: Path) -> None:
+    report = check_dataset(_dataset(tmp_path, val=("v1", "v2")), progress=False)
+    assert report.ok and report.problems == [], report.format()
+    assert report.counts["val"] == 2 and report.labeled["val"] == 2
+    summary = report.format().splitlines()[0]
+    assert "train 2 (2 labeled), unlabeled 1, val 2 (2 labeled), test 1" in summary
+
+
+def test_validation_split_is_checked_as_image_label_pairs(tmp_path: Path) -> None:
+    root = _dataset(tmp_path, val=("v1", "v2", "v3"))
+    write_volume(_label(spacing=(1.5, 1.5, 2.0)), root / "labelsVal" / "v1.nii.gz")
+    (root / "labelsVal" / "v2.nii.gz").unlink()
+    write_volume(_label(values=(0, 9)), root / "labelsVal" / "v3.nii.gz")
+    write_volume(_label(), root / "labelsVal" / "ghost.nii.gz")
+    write_volume(_label(values=(0,)), root / "labelsTs" / "t.nii.gz")  # a warning in the test split
+    report = check_dataset(root, progress=False)
+    assert _codes(report, "v1") == ["geometry_mismatch"]
+    assert _codes(report, "v2") == ["missing_label"]
+    assert _codes(report, "v3") == ["undeclared_labels"]
+    orphan = _one(report, "orphan_label")
+    assert (orphan.case, orphan.split) == ("ghost", "val") and "imagesVal/ghost_0000.nii.gz" in orphan.message
+    assert {p.split for p in report.errors} == {"val"} and report.labeled["val"] == 2
+    lines = report.format().splitlines()
+    assert lines.index("val/ghost") < lines.index("val/v1") < lines.index("val/v2") < lines.index("test/t")
+
+
+def test_validation_split_without_label_folder_is_an_error(tmp_path: Path) -> None:
+    """Unlike the test split (nnU-Net raw datasets may ship unlabeled test images), a validation
+    split exists to be scored: every image without its label is an error."""
+    root = _dataset(tmp_path, val=("v1",))
+    (root / "labelsVal" / "v1.nii.gz").unlink()
+    (root / "labelsVal").rmdir()
+    report = check_dataset(root, progress=False)
+    assert _codes(report) == ["missing_label"] and not report.ok
 
 
 # --------------------------------------------------------------------------------- geometry
