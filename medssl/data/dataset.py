@@ -8,10 +8,14 @@
       imagesTr/<case>_0000.nii.gz   labeled training images
       labelsTr/<case>.nii.gz        their label maps (integer values declared in "labels")
       imagesUnlabeled/<case>_0000.nii.gz   unlabeled images (semi-/self-supervised methods)
+      imagesVal/<case>_0000.nii.gz  validation images (optional; model selection)
+      labelsVal/<case>.nii.gz       their label maps
       imagesTs/<case>_0000.nii.gz   test images
       labelsTs/<case>.nii.gz        test labels (used for the reported metrics)
 
-An nnU-Net v2 raw dataset is therefore already a medssl dataset (without unlabeled images).
+An nnU-Net v2 raw dataset is therefore already a medssl dataset (without unlabeled images and
+without a validation split). The validation split (``"val"``) is where choices are made
+(checkpoint, hyper-parameters); the test split is read once, at the end.
 Only one input channel is supported for now.
 """
 
@@ -26,6 +30,7 @@ from medssl.errors import DataError
 SPLIT_FOLDERS = {
     "train": ("imagesTr", "labelsTr"),
     "unlabeled": ("imagesUnlabeled", None),
+    "val": ("imagesVal", "labelsVal"),
     "test": ("imagesTs", "labelsTs"),
 }
 

@@ -14,14 +14,14 @@ from medssl.data import phantoms
 from medssl.data.check import check_dataset
 from medssl.data.dataset import list_cases, read_dataset_json
 from medssl.data.io import read_volume
-from medssl.data.phantoms import LABELS, case_rng, generate_sample_data, make_phantom
+from medssl.data.phantoms import LABELS, SPLIT_STREAMS, case_name, case_rng, generate_sample_data, make_phantom
 from medssl.errors import DataError
 
 SHAPE = (48, 48, 24)  # small but big enough for every organ; the default is (96, 96, 48)
 
 
 def _generate(out: Path, **kw) -> Path:
-    kw = {"n_labeled": 2, "n_unlabeled": 2, "n_test": 2, "progress": False, "shape": SHAPE, **kw}
+    kw = {"n_labeled": 2, "n_unlabeled": 2, "n_test": 2, "n_val": 2, "progress": False, "shape": SHAPE, **kw}
     return generate_sample_data(out, **kw)
 
 
@@ -31,7 +31,13 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _labeled(root: Path):
-    return list_cases(root, "train") + list_cases(root, "test")
+    return list_cases(root, "train") + list_cases(root, "val") + list_cases(root, "test")
+
+
+def _same_volume(a: Path, b: Path) -> bool:
+    """Same dtype, same voxels byte for byte, same geometry (no tolerance)."""
+    va, vb = read_volume(a), read_volume(b)
+    return va.array.dtype == vb.array.dtype and np.array_equal(va.array, vb.array) and va.same_geometry(vb, atol=0)
 
 
 def _best_threshold_dice(image: np.ndarray, mask: np.ndarray, n_bins: int = 100) -> float:
@@ -55,20 +61,30 @@ def test_folder_layout_and_dataset_json(dataset: Path) -> None:
     assert spec.channel_names == {"0": "MRI"}
     assert spec.file_ending == ".nii.gz"
     assert spec.num_training == 2
-    counts = {split: len(list_cases(dataset, split, spec)) for split in ("train", "unlabeled", "test")}
-    assert counts == {"train": 2, "unlabeled": 2, "test": 2}
+    counts = {split: len(list_cases(dataset, split, spec)) for split in ("train", "unlabeled", "val", "test")}
+    assert counts == {"train": 2, "unlabeled": 2, "val": 2, "test": 2}
     assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == [
         "phantom_tr_000_0000.nii.gz",
         "phantom_tr_001_0000.nii.gz",
     ]
     labels_ts = sorted(p.name for p in (dataset / "labelsTs").iterdir())
     assert labels_ts == ["phantom_ts_000.nii.gz", "phantom_ts_001.nii.gz"]
+    assert sorted(p.name for p in (dataset / "imagesVal").iterdir()) == [
+        "phantom_va_000_0000.nii.gz",
+        "phantom_va_001_0000.nii.gz",
+    ]
+    labels_va = sorted(p.name for p in (dataset / "labelsVal").iterdir())
+    assert labels_va == ["phantom_va_000.nii.gz", "phantom_va_001.nii.gz"]
     assert all(c.label is not None for c in _labeled(dataset))
     assert {p.name for p in dataset.iterdir()} == {
-        "dataset.json", "README.md", "imagesTr", "labelsTr", "imagesUnlabeled", "imagesTs", "labelsTs",
+        "dataset.json", "README.md", "imagesTr", "labelsTr", "imagesUnlabeled", "imagesVal", "labelsVal",
+        "imagesTs", "labelsTs",
     }
+    assert spec.num_training == 2  # validation cases are not training cases
     readme = (dataset / "README.md").read_text()
     assert "liver = 1" in readme and "--seed 0" in readme
+    assert "--val 2" in readme and "| validation (labeled) | `imagesVal/`, `labelsVal/` | 2 |" in readme
+    assert "phantom_va_000" in readme
 
 
 def test_generated_dataset_passes_check(dataset: Path) -> None:
@@ -106,11 +122,37 @@ def test_same_seed_identical_and_independent_of_counts(dataset: Path, tmp_path: 
     for split in ("train", "test"):
         for case in list_cases(again, split):
             ref = next(c for c in list_cases(dataset, split) if c.name == case.name)
-            for a, b in ((case.image, ref.image), (case.label, ref.label)):
-                va, vb = read_volume(a), read_volume(b)
-                assert va.array.dtype == vb.array.dtype and np.array_equal(va.array, vb.array)
-                assert va.same_geometry(vb, atol=0)
+            assert _same_volume(case.image, ref.image) and _same_volume(case.label, ref.label)
     assert list_cases(again, "unlabeled") == []
+
+
+def test_validation_cases_change_no_other_case(dataset: Path, tmp_path: Path) -> None:
+    """The validation split has its own random stream: with or without it, every other case is
+    the same, byte for byte (the files too), and the validation cases are new cases."""
+    assert len({stream for _, stream in SPLIT_STREAMS.values()}) == len(SPLIT_STREAMS)
+    assert len({prefix for prefix, _ in SPLIT_STREAMS.values()}) == len(SPLIT_STREAMS)
+    without = _generate(tmp_path / "noval", seed=0, n_val=0)
+    assert list_cases(without, "val") == [] and len(list_cases(dataset, "val")) == 2
+    for split in ("train", "unlabeled", "test"):
+        ref_cases, new_cases = list_cases(dataset, split), list_cases(without, split)
+        assert [c.name for c in ref_cases] == [c.name for c in new_cases] and len(ref_cases) == 2
+        for ref, new in zip(ref_cases, new_cases):
+            assert ref.image.read_bytes() == new.image.read_bytes()
+            assert _same_volume(ref.image, new.image)
+            if ref.label is not None:
+                assert ref.label.read_bytes() == new.label.read_bytes()
+    # fewer validation cases: validation case 0 is the same
+    one = _generate(tmp_path / "oneval", seed=0, n_labeled=0, n_unlabeled=0, n_test=0, n_val=1)
+    (ref,), (new,) = list_cases(dataset, "val")[:1], list_cases(one, "val")
+    assert ref.name == new.name == case_name("val", 0) == "phantom_va_000"
+    assert _same_volume(ref.image, new.image) and _same_volume(ref.label, new.label)
+    # validation cases are not copies of the cases of another split
+    val = [read_volume(c.label).array for c in list_cases(dataset, "val")]
+    others = [read_volume(c.label).array for c in list_cases(dataset, "train") + list_cases(dataset, "test")]
+    assert not any(np.array_equal(v, o) for v in val for o in others)
+    val_img = [read_volume(c.image).array for c in list_cases(dataset, "val")]
+    other_img = [read_volume(c.image).array for s in ("train", "unlabeled", "test") for c in list_cases(dataset, s)]
+    assert not any(v.shape == o.shape and np.array_equal(v, o) for v in val_img for o in other_img)
 
 
 def test_different_seed_differs(dataset: Path, tmp_path: Path) -> None:
@@ -225,6 +267,7 @@ def test_cli_sample_data(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"sample data written to {out}" in result.output
     assert [len(list_cases(out, s)) for s in ("train", "unlabeled", "test")] == [2, 2, 1]
+    assert len(list_cases(out, "val")) == 4  # generate_sample_data's default n_val
     assert read_volume(list_cases(out, "train")[0].image).shape == phantoms.DEFAULT_SHAPE
     again = CliRunner().invoke(app, ["sample-data", str(out), "--labeled", "1"])
     assert again.exit_code != 0 and isinstance(again.exception, DataError)
