@@ -14,6 +14,9 @@ not depend on ``spatial_dims``.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -21,6 +24,47 @@ from torch import nn
 def _check_features(x: torch.Tensor, in_dim: int, name: str) -> None:
     if x.ndim != 2 or x.shape[1] != in_dim:
         raise ValueError(f"{name} expects features of shape (B, {in_dim}), got {tuple(x.shape)}")
+
+
+def _mlp_layers(
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int,
+    *,
+    bn: bool,
+    act: Callable[[], nn.Module],
+    hidden_bias: bool,
+    last_bias: bool,
+) -> list[nn.Module]:
+    """``num_layers`` Linear layers ``in_dim -> hidden_dim -> ... -> out_dim``, the shared body of the heads.
+
+    Every layer but the last is ``Linear -> BatchNorm1d (if bn) -> act()``; the last is a bare
+    ``Linear``. Layers are created in order, so the same seed gives the same initial weights.
+
+    Args:
+        in_dim: input feature size.
+        hidden_dim: width of the hidden layers.
+        out_dim: output size of the last Linear.
+        num_layers: number of Linear layers (>= 1).
+        bn: BatchNorm1d after each hidden Linear.
+        act: makes the activation module of each hidden block.
+        hidden_bias: bias of the hidden Linear layers.
+        last_bias: bias of the last Linear.
+
+    Raises:
+        ValueError: ``num_layers < 1``.
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    layers: list[nn.Module] = []
+    for i in range(num_layers - 1):
+        layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim, bias=hidden_bias))
+        if bn:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers.append(act())
+    layers.append(nn.Linear(in_dim if num_layers == 1 else hidden_dim, out_dim, bias=last_bias))
+    return layers
 
 
 class MLPHead(nn.Module):
@@ -54,21 +98,14 @@ class MLPHead(nn.Module):
         bn: bool = True,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.in_dim, self.out_dim = in_dim, out_dim
-        layers: list[nn.Module] = []
-        for i in range(num_layers):
-            d_in = in_dim if i == 0 else hidden_dim
-            if i < num_layers - 1:
-                layers.append(nn.Linear(d_in, hidden_dim, bias=not bn))
-                if bn:
-                    layers.append(nn.BatchNorm1d(hidden_dim))
-                layers.append(nn.ReLU(inplace=True))
-            else:
-                layers.append(nn.Linear(d_in, out_dim, bias=not last_bn))
-                if last_bn:
-                    layers.append(nn.BatchNorm1d(out_dim, affine=False))
+        # a Linear followed by BatchNorm has no bias (the BN shift makes it redundant), as in MoCo v3
+        relu = partial(nn.ReLU, inplace=True)
+        layers = _mlp_layers(
+            in_dim, hidden_dim, out_dim, num_layers, bn=bn, act=relu, hidden_bias=not bn, last_bias=not last_bn
+        )
+        if last_bn:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,16 +150,11 @@ class DINOHead(nn.Module):
         bn: bool = False,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.in_dim, self.out_dim = in_dim, out_dim
-        layers: list[nn.Module] = []
-        for i in range(num_layers - 1):
-            layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim))
-            if bn:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.GELU())
-        layers.append(nn.Linear(in_dim if num_layers == 1 else hidden_dim, bottleneck_dim))
+        # DINO keeps the biases of Linear layers followed by BatchNorm (its ``use_bn``)
+        layers = _mlp_layers(
+            in_dim, hidden_dim, bottleneck_dim, num_layers, bn=bn, act=nn.GELU, hidden_bias=True, last_bias=True
+        )
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
