@@ -118,24 +118,6 @@ class ViTBackbone(nn.Module):
         return tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(dim=1)
 
 
-def build_vit(
-    image_size: int = 28,
-    patch_size: int = 4,
-    in_channels: int = 1,
-    hidden_size: int = 192,
-    depth: int = 6,
-    heads: int = 3,
-    spatial_dims: int = 2,
-    pool: str = "cls",
-) -> ViTBackbone:
-    """A small ViT backbone mapping ``(B, C, *spatial)`` to ``(B, hidden_size)``; see :class:`ViTBackbone`."""
-    return ViTBackbone(
-        image_size=image_size,
-        patch_size=patch_size,
-        in_channels=in_channels,
-        hidden_size=hidden_size,
-        depth=depth,
-        heads=heads,
-        spatial_dims=spatial_dims,
-        pool=pool,
-    )
+#: The factory of the network registry (``medssl.nets.NETWORKS["vit"]``): the class itself, which
+#: takes plain keyword arguments, so the argument list is written once.
+build_vit = ViTBackbone

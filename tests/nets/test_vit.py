@@ -46,3 +46,16 @@ def test_bad_arguments_and_registry():
         build_vit(pool="max")
     net = build_network("vit", hidden_size=64, heads=2, depth=1)
     assert net.out_dim == 64 and net(torch.randn(1, 1, 28, 28)).shape == (1, 64)
+
+
+def test_build_vit_is_the_backbone_class():
+    """The registry factory is the class itself: same arguments, same initial weights for a seed."""
+    from medssl.nets.vit import ViTBackbone
+
+    torch.manual_seed(0)
+    a = build_vit(image_size=8, spatial_dims=3, depth=1, pool="mean")
+    torch.manual_seed(0)
+    b = ViTBackbone(image_size=8, spatial_dims=3, depth=1, pool="mean")
+    assert type(a) is ViTBackbone
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
