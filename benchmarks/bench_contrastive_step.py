@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from medssl.config import load_config
     from medssl.engines.datamodule import PartitionDataModule
-    from medssl.engines.train import build_model, pretraining_cases, warm_cache
+    from medssl.data.dataset import read_dataset_json
+    from medssl.engines.train import build_splits, default_cache_dir, warm_cache
+    from medssl.methods import build_method
     from medssl.transforms.contrastive_augment import contrastive_views
 
     if args.threads:
@@ -80,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in args.recipes:
         over = [f"data.root={args.data}"]
         if recipe.startswith("local"):
-            over.append("init_from=not-loaded.ckpt")  # build_model only checks it is set; weights do not matter
+            over.append("init_from=not-loaded.ckpt")  # from_config only checks it is set; weights do not matter
         cfg = load_config(ROOT / "configs/contrastive" / f"{recipe}.yaml", over)
         c = cfg.contrastive
-        spec, cases = pretraining_cases(cfg)
-        cache_dir = cfg.data.cache_dir or Path(cfg.data.root) / ".medssl_cache"
+        spec, cases = read_dataset_json(cfg.data.root), build_splits(cfg, pretraining=True).pretraining_pool()
+        cache_dir = default_cache_dir(cfg)
         warm_cache(cases, cache_dir, progress=False)
-        model = build_model(cfg, spec)
+        model = build_method(cfg, spec)
         model.log = lambda *a, **k: None
         model.train()
         opt = model.configure_optimizers()["optimizer"]

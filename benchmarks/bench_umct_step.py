@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medssl.methods import get_method
     from medssl.nets.multiview_unet import MultiViewAsymUNet, enable_mc_dropout
-    from medssl.transforms.views import stack_views
+    from medssl.transforms.umct_views import stack_views
 
     t_start = time.perf_counter()
     if args.threads:

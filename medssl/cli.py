@@ -112,7 +112,7 @@ def data_check(
 @data_app.command("cache")
 def data_cache(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default <root>/.medssl_cache).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default $MEDSSL_CACHE/volumes/<dataset>-<hash>, never inside the dataset).")] = None,
 ) -> None:
     """Convert every volume of a dataset once into the memory-mapped cache used for training."""
     from medssl.data.cache import cache_dataset
@@ -131,7 +131,7 @@ def data_medmnist(
     download: Annotated[bool, typer.Option(help="Download the file if it is missing (needs internet).")] = False,
 ) -> None:
     """Verify a local MedMNIST file against the official md5 and print its splits."""
-    from medssl.data.medmnist import medmnist_summary
+    from medssl.medmnist.data import medmnist_summary
 
     typer.echo(json.dumps(medmnist_summary(flag, size=size, root=root, download=download), indent=2))
 
@@ -143,13 +143,15 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 0,
     labeled: Annotated[int, typer.Option(help="Labeled training cases.")] = 4,
     unlabeled: Annotated[int, typer.Option(help="Unlabeled cases.")] = 36,
-    test: Annotated[int, typer.Option(help="Labeled test cases.")] = 8,
+    val: Annotated[int, typer.Option(help="Labeled validation cases (imagesVal/): checkpoint selection.")] = 4,
+    test: Annotated[int, typer.Option(help="Labeled test cases (imagesTs/): read once, for the final figures.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite an existing dataset in OUT.")] = False,
 ) -> None:
     """Generate a small 3D segmentation dataset of phantoms (organ-like shapes, noise, bias field)."""
     from medssl.data.phantoms import generate_sample_data
 
-    path = generate_sample_data(out, seed=seed, n_labeled=labeled, n_unlabeled=unlabeled, n_test=test, force=force)
+    path = generate_sample_data(out, seed=seed, n_labeled=labeled, n_unlabeled=unlabeled, n_val=val, n_test=test,
+                                force=force)
     typer.echo(f"sample data written to {path}")
 
 
@@ -223,7 +225,7 @@ def eval_medmnist(
     record: an interrupted run continues where it stopped when started again with the same OUT.
     """
     from medssl.medmnist.config import load_medmnist_eval_config
-    from medssl.eval.medmnist_eval import run_medmnist_eval
+    from medssl.medmnist.run import run_medmnist_eval
 
     cfg = load_medmnist_eval_config(config, set_)
     out = out if out is not None else Path("runs") / cfg.name

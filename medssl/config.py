@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medssl.errors import ConfigError
 
@@ -29,7 +29,9 @@ class DataConfig(Strict):
     """Where the dataset is and how patches are drawn from it."""
 
     root: Path = Field(Path("sample_data/phantoms"), description="dataset folder (medssl format)")
-    cache_dir: Path | None = Field(None, description="volume cache; default <root>/.medssl_cache")
+    cache_dir: Path | None = Field(
+        None, description="volume cache; default $MEDSSL_CACHE/volumes/<dataset>-<hash> (never inside the dataset)"
+    )
     patch_size: tuple[int, int, int] = (64, 64, 32)
     batch_size: int = Field(2, ge=1)
     fg_fraction: float = Field(0.67, ge=0.0, le=1.0, description="share of patches centred on foreground")
@@ -39,6 +41,15 @@ class DataConfig(Strict):
     num_labeled: int | None = Field(None, ge=1, description="use only N labeled cases (the first N, see labeled_seed)")
     labeled_seed: int | None = Field(
         None, description="with num_labeled: draw the N labeled cases at random with this seed instead of the first N"
+    )
+    num_val: int | None = Field(
+        None, ge=1,
+        description="hold out N labeled cases of imagesTr/ for validation (checkpoint selection), drawn with "
+        "split_seed; default: imagesVal/ when the dataset has it, else 20% of imagesTr/ (at least 1)",
+    )
+    split_seed: int = Field(
+        0, description="seed of the validation draw from imagesTr/: keep it fixed across the runs of an "
+        "experiment so that they share one validation set",
     )
     extra_labels: Path | None = Field(
         None, description="reviewed pseudo-label manifest: its accepted/edited cases join the labeled set"
@@ -87,8 +98,22 @@ class ValConfig(Strict):
     roi_size: tuple[int, int, int] | None = Field(None, description="sliding-window ROI; default patch_size")
     sw_batch_size: int = Field(2, ge=1)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    split: Literal["test", "train"] = "test"
+    split: Literal["val"] = Field(
+        "val", description="validation (checkpoint selection) always runs on the val split; the test split is "
+        "evaluated once, after training, with the selected checkpoint"
+    )
     max_cases: int | None = Field(None, ge=1)
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _never_test(cls, v):
+        if v in ("test", "train"):
+            raise ValueError(
+                f"validation on the {v} split is not allowed: checkpoints are selected on the val split "
+                "(imagesVal/, or data.num_val cases held out of imagesTr/) and the test split is evaluated once at "
+                "the end into metrics.json; remove val.split from the recipe"
+            )
+        return v
 
 
 class UMCTConfig(Strict):
@@ -143,7 +168,7 @@ class ContrastiveConfig(Strict):
 class RunConfig(Strict):
     """One training run: a method plus data, model, optimiser, trainer and validation settings."""
 
-    method: Literal["supervised", "umct", "contrastive"] = "supervised"
+    method: str = Field("supervised", description="a name registered in medssl.methods.METHODS")
     name: str = "run"
     init_from: Path | None = Field(None, description="checkpoint whose matching weights initialise the model")
     init_parts: list[str] | None = Field(
@@ -158,6 +183,15 @@ class RunConfig(Strict):
     val: ValConfig = ValConfig()
     umct: UMCTConfig = UMCTConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from medssl.methods import METHODS  # a dict of strings: no torch import
+
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; available: {sorted(METHODS)}")
+        return v
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

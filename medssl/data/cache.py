@@ -54,10 +54,8 @@ from medssl.data.io import read_volume, strip_suffix
 from medssl.data.volume import Volume
 from medssl.errors import DataError
 
-__all__ = ["CACHE_DIRNAME", "CachedVolume", "VolumeCache", "cache_dataset", "default_cache_dir"]
+__all__ = ["CachedVolume", "VolumeCache", "cache_dataset", "default_cache_dir"]
 
-#: Folder name of a dataset's default cache, ``<root>/.medssl_cache``.
-CACHE_DIRNAME = ".medssl_cache"
 #: Bumped when the on-disk layout changes; entries of another version are reconverted.
 FORMAT_VERSION = 1
 _SIDECAR = "entry.json"
@@ -71,8 +69,12 @@ _CACHEDIR_TAG = (
 
 
 def default_cache_dir(root: str | Path) -> Path:
-    """The default cache folder of a dataset folder: ``<root>/.medssl_cache``."""
-    return Path(root) / CACHE_DIRNAME
+    """The default cache folder of a dataset folder: its own folder in the cache root
+    (``$MEDSSL_CACHE/volumes/<name>-<hash of the path>``, :func:`medssl.core.paths.cache_dir`),
+    never inside the dataset: a dataset may be a read-only mount shared by a team."""
+    from medssl.core.paths import cache_dir
+
+    return cache_dir("volumes", root)
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +163,7 @@ class VolumeCache:
         cache_dir: the cache folder; created on first write.
 
     Example:
-        >>> cache = VolumeCache(Path("data/.medssl_cache"))  # doctest: +SKIP
+        >>> cache = VolumeCache(default_cache_dir("data/my_dataset"))  # doctest: +SKIP
         >>> cv = cache.get(Path("data/imagesTr/case_0000.nii.gz"))  # doctest: +SKIP
         >>> patch = crop_patch(cv.array, (10, 20, 0), (96, 96, 96))  # doctest: +SKIP
     """
@@ -414,7 +416,7 @@ def cache_dataset(root: str | Path, cache_dir: str | Path | None = None, progres
 
     Args:
         root: the dataset folder (with ``dataset.json``).
-        cache_dir: cache folder; default ``<root>/.medssl_cache``.
+        cache_dir: cache folder; default :func:`default_cache_dir` (in the cache root, not in ``root``).
         progress: show a tqdm progress bar (on stderr).
 
     Returns:

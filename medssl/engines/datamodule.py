@@ -13,7 +13,8 @@ from medssl.data.seg_dataset import PairedPatchDataset, PatchDataset, StepSample
 
 
 class SegDataModule(pl.LightningDataModule):
-    """Random training patches from ``train_cases``; whole ``val_cases`` for validation.
+    """Random training patches from ``train_cases``; whole ``val_cases`` for validation (checkpoint
+    selection) and whole ``test_cases`` for the one final test.
 
     With ``unlabeled_cases``, every training item also has ``u_image``: a patch of an unlabeled
     case drawn with its own seed stream (same batch size as the labeled patches).
@@ -37,9 +38,10 @@ class SegDataModule(pl.LightningDataModule):
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
         num_workers: int = 0,
         unlabeled_cases: Sequence[Case] = (),
+        test_cases: Sequence[Case] = (),
     ):
         super().__init__()
-        self.unlabeled_cases = list(unlabeled_cases)
+        self.unlabeled_cases, self.test_cases = list(unlabeled_cases), list(test_cases)
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.cache_dir = Path(cache_dir)
         self.patch_size, self.batch_size = tuple(patch_size), batch_size
@@ -68,11 +70,17 @@ class SegDataModule(pl.LightningDataModule):
                               start_step=lambda: trainer.global_step if trainer else 0)
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
 
-    def val_dataloader(self) -> DataLoader:
+    def _volumes(self, cases: Sequence[Case]) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
-        ds = VolumeDataset(self.val_cases[rank::world], self.cache_dir, self.intensity, self.ct_window)
+        ds = VolumeDataset(list(cases)[rank::world], self.cache_dir, self.intensity, self.ct_window)
         return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._volumes(self.val_cases)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._volumes(self.test_cases)
 
 
 class PartitionDataModule(pl.LightningDataModule):

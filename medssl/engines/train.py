@@ -1,17 +1,24 @@
-"""``medssl train``: build data, model and trainer from a typed config; run, resume, report.
+"""``medssl train``: the segmentation engine. Data, model and trainer from a typed config; fit,
+select on validation, test once, resume.
+
+The engine knows no method by name: it builds the method registered under ``cfg.method``
+(:func:`medssl.methods.build_method`) and reads what the method declares (``is_pretraining``,
+``uses_unlabeled``, ``data_kind``). Cases come from :func:`medssl.data.splits.split_cases`:
+checkpoints are selected on the **val** split only, and the **test** split is evaluated once,
+after training, with the selected checkpoint (``best.ckpt``).
 
 Run folder layout::
 
-    OUT/config.yaml          the resolved config (after --set overrides)
+    OUT/config.yaml            the resolved config (after --set overrides)
     OUT/checkpoints/last.ckpt  written atomically after every validation (resume point)
-    OUT/checkpoints/best.ckpt  best mean validation Dice so far
-    OUT/metrics.jsonl        training loss / LR every log_every steps, and every validation
-    OUT/metrics.json         final validation metrics (mean Dice per class and overall)
+    OUT/checkpoints/best.ckpt  best mean validation Dice so far (the val split)
+    OUT/metrics.jsonl          training loss / LR every log_every steps, and every validation
+    OUT/metrics.json           {"val": last validation, "best": the selected step, "test": the
+                               selected checkpoint on the test split (read once)}
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -21,11 +28,8 @@ import warnings
 from pathlib import Path
 
 from medssl.config import RunConfig, dump_config
+from medssl.core.runtime import rank
 from medssl.errors import ConfigError, DataError
-
-
-def _rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
 
 
 def _quiet_lightning() -> None:
@@ -44,7 +48,7 @@ def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> Path:
 
     out = Path(out) if out is not None else Path("runs") / cfg.name
     last = out / "checkpoints" / "last.ckpt"
-    if _rank() == 0:
+    if rank() == 0:
         if last.exists() and not resume:
             raise DataError("this run folder already has checkpoints: add --resume to continue it, or choose another --out", out)
         if resume and (out / "config.yaml").exists():
@@ -56,43 +60,40 @@ def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> Path:
     return out
 
 
-def build_cases(cfg: RunConfig):
-    """Training and validation cases of the dataset named by ``cfg.data``."""
-    from medssl.data.dataset import list_cases, read_dataset_json
+def build_splits(cfg: RunConfig, pretraining: bool = False):
+    """The run's :class:`~medssl.data.splits.Splits`: train (+ reviewed pseudo-labels), val, test.
 
-    root = cfg.data.root
-    spec = read_dataset_json(root)
-    train = [c for c in list_cases(root, "train", spec) if c.label is not None]
-    if not train:
-        raise DataError("no labeled training cases (imagesTr/ + labelsTr/); run `medssl data check` on it", root)
-    if cfg.data.num_labeled is not None:
-        if cfg.data.num_labeled > len(train):
-            raise ConfigError(f"data.num_labeled={cfg.data.num_labeled} but {root} has only {len(train)} labeled cases")
-        if cfg.data.labeled_seed is None:
-            train = train[: cfg.data.num_labeled]
-        else:  # which cases are labeled is part of the experiment: draw them reproducibly
-            import numpy as np
+    A pretraining stage takes every training image (no ``num_labeled``), never val or test ones.
+    """
+    from medssl.data.splits import split_cases
 
-            pick = np.random.default_rng(cfg.data.labeled_seed).choice(len(train), cfg.data.num_labeled, replace=False)
-            train = [train[i] for i in sorted(pick)]
-    if cfg.data.extra_labels is not None:  # reviewed pseudo-labels (accepted / edited cases)
-        from medssl.data.manifest import reviewed_cases
+    d = cfg.data
+    splits = split_cases(
+        d.root, num_val=d.num_val, split_seed=d.split_seed,
+        num_labeled=None if pretraining else d.num_labeled, labeled_seed=d.labeled_seed,
+        require_val=not pretraining,
+    )
+    if d.extra_labels is not None and not pretraining:  # reviewed pseudo-labels (accepted / edited cases)
+        from medssl.inference.review_manifest import ReviewManifest
 
-        train = train + reviewed_cases(cfg.data.extra_labels)
-    val = [c for c in list_cases(root, cfg.val.split, spec) if c.label is not None]
-    if not val:
-        raise DataError(f"no labeled {cfg.val.split} cases for validation (imagesTs/ + labelsTs/)", root)
+        reviewed = ReviewManifest.read(d.extra_labels).reviewed_cases()
+        held_out = {c.image.resolve() for c in splits.val + splits.test}
+        leak = [c.name for c in reviewed if c.image.resolve() in held_out]
+        if leak:
+            raise DataError(f"reviewed cases {leak} are validation or test images: they cannot be trained on", d.extra_labels)
+        splits.train = splits.train + reviewed
     if cfg.val.max_cases:
-        val = val[: cfg.val.max_cases]
-    return spec, train, val
+        splits.val = splits.val[: cfg.val.max_cases]
+    used = {c.image.resolve() for c in splits.train}
+    splits.unlabeled = [c for c in splits.unlabeled if c.image.resolve() not in used]
+    return splits
 
 
-def build_unlabeled_cases(cfg: RunConfig, exclude: set[str] = frozenset()):
-    """Unlabeled cases (imagesUnlabeled/), minus any already used as labeled (reviewed) cases."""
-    from medssl.data.dataset import list_cases, read_dataset_json
+def default_cache_dir(cfg: RunConfig) -> Path:
+    """``data.cache_dir``, else the dataset's folder in the cache root (:mod:`medssl.core.paths`)."""
+    from medssl.core.paths import cache_dir
 
-    cases = list_cases(cfg.data.root, "unlabeled", read_dataset_json(cfg.data.root))
-    return [c for c in cases if c.image.resolve() not in exclude]
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir is not None else cache_dir("volumes", cfg.data.root)
 
 
 def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
@@ -109,116 +110,19 @@ def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
             cache.foreground_locations(case.label)
 
 
-def _common_kwargs(cfg: RunConfig, spec) -> dict:
-    return dict(
-        num_classes=spec.num_classes, class_names=spec.class_names,
-        roi_size=cfg.val.roi_size or cfg.data.patch_size, sw_batch_size=cfg.val.sw_batch_size, overlap=cfg.val.overlap,
-        optimizer=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-        scheduler=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.trainer.max_steps,
-        extra_state={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "dataset": spec.to_json()},
+def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path):
+    from medssl.engines.datamodule import PartitionDataModule, SegDataModule
+
+    d, tc = cfg.data, cfg.trainer
+    common = dict(seed=tc.seed, intensity=d.intensity, ct_window=d.ct_window, num_workers=d.num_workers)
+    if model.data_kind == "partitions":
+        sd = model.net.spatial_dims
+        return PartitionDataModule(splits.pretraining_pool(), cache_dir, sd, d.patch_size[:sd], model.num_volumes,
+                                   model.num_partitions, tc.max_steps, **common)
+    return SegDataModule(
+        splits.train, splits.val, cache_dir, d.patch_size, d.batch_size, tc.max_steps, fg_fraction=d.fg_fraction,
+        unlabeled_cases=splits.unlabeled if model.uses_unlabeled else (), test_cases=splits.test, **common,
     )
-
-
-def _build_supervised(cfg: RunConfig, spec):
-    from medssl.methods import get_method
-    from medssl.nets import build_network
-
-    if cfg.model.name == "multiview_asym_unet":  # one view: the network a contrastive stage pretrains
-        net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
-                            channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3, squeeze_views=True)
-    else:
-        net = build_network(
-            cfg.model.name, spatial_dims=3, in_channels=1, out_channels=spec.num_classes,
-            channels=cfg.model.channels, strides=cfg.model.strides, num_res_units=cfg.model.num_res_units,
-            dropout=cfg.model.dropout, norm=cfg.model.norm,
-        )
-    return get_method("supervised")(net=net, **_common_kwargs(cfg, spec))
-
-
-def _build_contrastive(cfg: RunConfig, spec):
-    from medssl.methods import get_method
-    from medssl.nets import build_network
-
-    c = cfg.contrastive
-    if cfg.model.name != "multiview_asym_unet":
-        raise ConfigError("contrastive pretraining needs model.name: multiview_asym_unet (its encoder/decoder "
-                          "initialise the supervised and UMCT networks)")
-    if c.stage == "local" and cfg.init_from is None:
-        raise ConfigError("contrastive.stage=local trains the decoder on a pretrained encoder: set init_from to the "
-                          "global stage's checkpoint (runs/<global>/checkpoints/last.ckpt)")
-    net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
-                        channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=c.spatial_dims)
-    kw = _common_kwargs(cfg, spec)
-    for k in ("num_classes", "class_names", "roi_size", "sw_batch_size", "overlap"):
-        kw.pop(k)
-    return get_method("contrastive")(
-        net=net, stage=c.stage, global_loss=c.global_loss, local_loss=c.local_loss, temperature=c.temperature,
-        decoder_blocks=c.decoder_blocks,
-        num_regions=c.num_regions or (13 if c.spatial_dims == 2 else 35), region_size=c.region_size,
-        proj_dim=c.proj_dim, proj_hidden=c.proj_hidden, augment_strength=c.augment_strength, seed=cfg.trainer.seed,
-        **kw,
-    )
-
-
-def _build_umct(cfg: RunConfig, spec):
-    from medssl.methods import get_method
-    from medssl.nets import build_network
-
-    u = cfg.umct
-    if len(set(cfg.data.patch_size)) != 1:
-        raise ConfigError(f"umct needs cubic patches so that all views share one shape; got data.patch_size={list(cfg.data.patch_size)}")
-    if cfg.model.name != "multiview_asym_unet":
-        raise ConfigError("umct needs model.name: multiview_asym_unet")
-    net = build_network(
-        "multiview_asym_unet", num_views=u.num_views, in_channels=1, out_channels=spec.num_classes,
-        channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3,
-    )
-    if u.init_2d is not None:
-        from medssl.core.weights import load_checkpoint
-        from medssl.nets.multiview_unet import init_inplane_from_2d
-
-        try:
-            loaded, _ = init_inplane_from_2d(net, load_checkpoint(u.init_2d))
-        except DataError as exc:
-            raise DataError(exc.args[0], u.init_2d) from None
-        if _rank() == 0:
-            print(f"umct.init_2d {u.init_2d}: {len(loaded)} in-plane tensors initialised from the 2D network")
-    return get_method("umct")(
-        net=net, num_views=u.num_views, fusion=u.fusion, uncertainty=u.uncertainty, mc_samples=u.mc_samples,
-        floor=u.floor, lambda_max=u.lambda_max, rampup_steps=u.rampup_steps, stage1_steps=u.stage1_steps,
-        cotrain_loss=u.cotrain_loss, confidence_weighting=u.confidence_weighting, **_common_kwargs(cfg, spec),
-    )
-
-
-#: method name -> builder from the typed config (the only place configs meet method classes)
-BUILDERS = {"supervised": _build_supervised, "umct": _build_umct, "contrastive": _build_contrastive}
-
-
-def build_model(cfg: RunConfig, spec):
-    """The method's LightningModule from the config (plain keyword arguments below this point)."""
-    return BUILDERS[cfg.method](cfg, spec)
-
-
-def uses_unlabeled(cfg: RunConfig) -> bool:
-    return cfg.method == "umct" and cfg.umct.num_views > 1
-
-
-def is_pretraining(cfg: RunConfig) -> bool:
-    """A self-supervised stage: no labels, no Dice validation; checkpoints every val_every steps."""
-    return cfg.method == "contrastive"
-
-
-def pretraining_cases(cfg: RunConfig):
-    """Every training image of the dataset, labeled (labels unused) and unlabeled: the pool of a
-    self-supervised stage. Test cases are never used."""
-    from medssl.data.dataset import list_cases, read_dataset_json
-
-    spec = read_dataset_json(cfg.data.root)
-    cases = list_cases(cfg.data.root, "train", spec) + list_cases(cfg.data.root, "unlabeled", spec)
-    cases = [dataclasses.replace(c, label=None) for c in cases]
-    if not cases:
-        raise DataError("no training images (imagesTr/ or imagesUnlabeled/) for pretraining", cfg.data.root)
-    return spec, cases
 
 
 def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) -> dict:
@@ -234,19 +138,21 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
 
     _quiet_lightning()  # after the import: Lightning sets its loggers to INFO when imported
 
-    from medssl.core.atomic import write_atomic_text
-    from medssl.engines.callbacks import MetricsLog, StepProgressBar
-    from medssl.core.weights import init_from_checkpoint
-    from medssl.engines.checkpoint import AtomicCheckpointIO
-    from medssl.engines.datamodule import PartitionDataModule, SegDataModule
-
     from medssl.core.runtime import tune_allocator
+    from medssl.core.weights import init_from_checkpoint
+    from medssl.data.dataset import read_dataset_json
+    from medssl.engines.callbacks import MetricsLog, StepProgressBar
+    from medssl.engines.checkpoint import AtomicCheckpointIO
+    from medssl.methods import build_method, get_method
 
     tune_allocator()
     t0 = time.time()
     if cfg.init_from is not None and not resume and not Path(cfg.init_from).is_file():
         raise ConfigError(f"init_from {cfg.init_from}: no such checkpoint (run the stage that writes it first, "
                           "or fix the path with --set init_from=...)")
+    spec = read_dataset_json(cfg.data.root)
+    pretrain = get_method(cfg.method).is_pretraining  # declared on the class
+    splits = build_splits(cfg, pretraining=pretrain)
     out = prepare_run_dir(cfg, out, resume)
     tc = cfg.trainer
     if tc.accelerator == "gpu" and not torch.cuda.is_available():
@@ -257,46 +163,35 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     if threads:
         torch.set_num_threads(threads)
     pl.seed_everything(tc.seed, workers=True, verbose=False)
+    model = build_method(cfg, spec)  # after seeding: the initial weights are a function of the seed
 
-    pretrain = is_pretraining(cfg)
-    if pretrain:
-        spec, train_cases = pretraining_cases(cfg)
-        val_cases = []
-    else:
-        spec, train_cases, val_cases = build_cases(cfg)
-    if not pretrain and tc.devices * tc.num_nodes > len(val_cases):  # every rank must validate at least one case
-        raise ConfigError(f"{tc.devices * tc.num_nodes} processes but only {len(val_cases)} validation cases; "
-                          "use fewer devices or more test cases")
-    unlabeled = build_unlabeled_cases(cfg, {c.image.resolve() for c in train_cases}) if uses_unlabeled(cfg) else []
-    if uses_unlabeled(cfg) and not unlabeled:
-        raise DataError("umct needs unlabeled images (imagesUnlabeled/) besides any reviewed cases used as labels", cfg.data.root)
-    cache_dir = cfg.data.cache_dir or Path(cfg.data.root) / ".medssl_cache"
-    warm_cache(train_cases + val_cases + unlabeled, cache_dir, progress=tc.progress and _rank() == 0)
+    if not pretrain and tc.devices * tc.num_nodes > len(splits.val):  # every rank must validate at least one case
+        raise ConfigError(f"{tc.devices * tc.num_nodes} processes but only {len(splits.val)} validation cases; "
+                          "use fewer devices or more validation cases (data.num_val, imagesVal/)")
+    if model.uses_unlabeled and not splits.unlabeled:
+        raise DataError(f"{cfg.method} needs unlabeled images (imagesUnlabeled/) besides any reviewed cases used as labels",
+                        cfg.data.root)
+    cache_dir = default_cache_dir(cfg)
+    used = splits.pretraining_pool() if pretrain else splits.train + splits.val + splits.test
+    used = used + (splits.unlabeled if model.uses_unlabeled else [])
+    warm_cache(used, cache_dir, progress=tc.progress and rank() == 0)
 
-    model = build_model(cfg, spec)
     if cfg.init_from is not None and not resume:
         loaded, skipped, parts = init_from_checkpoint(model.net, cfg.init_from, cfg.init_parts)
-        if _rank() == 0:
+        if rank() == 0:
             under = f" under {parts}" if parts else ""
             print(f"init_from {cfg.init_from}: {len(loaded)} tensors loaded{under}, {len(skipped)} kept from random init")
+    if not pretrain and rank() == 0:
+        print(f"cases: {len(splits.train)} train, {len(splits.val)} val ({splits.val_source}), "
+              f"{len(splits.test)} test (evaluated once, at the end)")
 
     ckpt_dir = out / "checkpoints"
+    dm = _datamodule(cfg, model, splits, cache_dir)
     if pretrain:
-        c = cfg.contrastive
-        dm = PartitionDataModule(
-            train_cases, cache_dir, c.spatial_dims, cfg.data.patch_size[: c.spatial_dims], c.num_volumes,
-            c.num_partitions, tc.max_steps, seed=tc.seed, intensity=cfg.data.intensity,
-            ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers,
-        )
         # no labels, no validation: last.ckpt every val_every steps is the resume point and the result
         ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=tc.val_every,
                                   enable_version_counter=False)
     else:
-        dm = SegDataModule(
-            train_cases, val_cases, cache_dir, cfg.data.patch_size, cfg.data.batch_size, tc.max_steps,
-            seed=tc.seed, fg_fraction=cfg.data.fg_fraction, intensity=cfg.data.intensity,
-            ct_window=cfg.data.ct_window, num_workers=cfg.data.num_workers, unlabeled_cases=unlabeled,
-        )
         # saved at every validation (the run is one long epoch; validation every val_every steps)
         ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
                                   save_last=True, every_n_epochs=1, save_on_train_epoch_end=False,
@@ -323,33 +218,77 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         return _finish_pretraining(cfg, trainer, model, out, last, t0)
     if model.last_val_metrics.get("step") != trainer.global_step:
         trainer.validate(model, datamodule=dm, verbose=False)
-    metrics = model.last_val_metrics
+    val = dict(model.last_val_metrics)
+    # last.ckpt was written before the final validation when max_steps isn't a multiple of
+    # val_every; save again (a collective call under DDP: every rank must make it), BEFORE the
+    # test loads best.ckpt's weights into the model.
+    trainer.save_checkpoint(last, weights_only=False)  # full state (loops, optimiser) for --resume
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
+    best_score = ckpt_cb.best_model_score
+    best_step = _checkpoint_step(best)
+    test = None
+    if splits.test:  # the test split, read once, with the checkpoint selected on validation
+        trainer.test(model, datamodule=dm, ckpt_path=str(best), weights_only=True, verbose=False)
+        test = _block(model.test_metrics, "test", spec)
+        test["checkpoint"] = str(best)
     result = {
         "method": cfg.method,
         "step": int(trainer.global_step),
-        "dice_mean": metrics.get("val/dice_mean"),
-        "dice": {n: metrics.get(f"val/dice_{n}") for n in spec.class_names[1:]},
-        "hd95_mean_mm": metrics.get("val/hd95_mean"),
-        "hd95_mm": {n: metrics.get(f"val/hd95_{n}") for n in spec.class_names[1:]},
-        "n_val_cases": metrics.get("n_cases"),
-        "val_split": cfg.val.split,
+        "val": {**_block(val, "val", spec), "step": val.get("step"), "source": splits.val_source},
+        "best": {"step": best_step, "val_dice_mean": None if best_score is None else float(best_score),
+                 "checkpoint": str(best)},
+        "test": test,
+        "n_train_cases": len(splits.train),
         "checkpoint": str(last),
-        "best_checkpoint": str(ckpt_dir / "best.ckpt"),
+        "best_checkpoint": str(best),
         "wall_time_s": round(time.time() - t0, 1),
         "rank": trainer.global_rank,
     }
-    # last.ckpt was written before the final validation when max_steps isn't a multiple of
-    # val_every; save again (a collective call under DDP: every rank must make it).
-    trainer.save_checkpoint(last, weights_only=False)  # full state (loops, optimiser) for --resume
     if trainer.is_global_zero:
+        from medssl.core.atomic import write_atomic_text
+
         write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    per_class = ", ".join(f"{n} {v:.3f}" for n, v in result["dice"].items() if v is not None and not math.isnan(v))
-    result["summary"] = (
-        f"validation Dice {result['dice_mean']:.3f} ({per_class}) on {result['n_val_cases']} {cfg.val.split} cases "
-        f"after {result['step']} steps, {result['wall_time_s']:.0f} s\n"
-        f"checkpoint: {last}\nmetrics:    {out / 'metrics.json'}"
-    )
+    result["summary"] = _summary(result, out)
     return result
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    from medssl.core.weights import load_checkpoint
+
+    try:
+        return int(load_checkpoint(path).get("global_step"))
+    except Exception:  # noqa: BLE001  (a summary figure; never fail the run on it)
+        return None
+
+
+def _block(metrics: dict, prefix: str, spec) -> dict:
+    """``{prefix}/dice_*`` metrics as a metrics.json block."""
+    names = spec.class_names[1:]
+    return {
+        "split": prefix,
+        "n_cases": metrics.get("n_cases"),
+        "dice_mean": metrics.get(f"{prefix}/dice_mean"),
+        "dice": {n: metrics.get(f"{prefix}/dice_{n}") for n in names},
+        "hd95_mean_mm": metrics.get(f"{prefix}/hd95_mean"),
+        "hd95_mm": {n: metrics.get(f"{prefix}/hd95_{n}") for n in names},
+    }
+
+
+def _dice_line(block: dict) -> str:
+    per_class = ", ".join(f"{n} {v:.3f}" for n, v in block["dice"].items() if v is not None and not math.isnan(v))
+    return f"Dice {block['dice_mean']:.3f} ({per_class}) on {block['n_cases']} {block['split']} cases"
+
+
+def _summary(result: dict, out: Path) -> str:
+    best = result["best"]
+    lines = [f"validation {_dice_line(result['val'])} after {result['step']} steps, {result['wall_time_s']:.0f} s; "
+             f"best.ckpt from step {best['step']}"]
+    if result["test"] is not None:
+        lines.append(f"test {_dice_line(result['test'])} (best.ckpt, evaluated once)")
+    else:
+        lines.append("no test split (imagesTs/ + labelsTs/): nothing reported on held-out data")
+    lines += [f"checkpoint: {result['checkpoint']}", f"metrics:    {out / 'metrics.json'}"]
+    return "\n".join(lines)
 
 
 def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t0: float) -> dict:
@@ -358,12 +297,13 @@ def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t
 
     trainer.save_checkpoint(last, weights_only=False)
     loss = trainer.callback_metrics.get("train/loss")
+    state = model.checkpoint_state()
     result = {
         "method": cfg.method,
-        "stage": cfg.contrastive.stage,
+        "stage": state.get("stage"),
         "step": int(trainer.global_step),
         "final_loss": None if loss is None else float(loss),
-        "trained_parts": list(model.trained_parts),
+        "trained_parts": list(state.get("trained_parts", [])),
         "checkpoint": str(last),
         "wall_time_s": round(time.time() - t0, 1),
         "rank": trainer.global_rank,
@@ -372,8 +312,7 @@ def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t
         write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     loss_txt = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.4f}"
     result["summary"] = (
-        f"{cfg.contrastive.stage} contrastive stage: loss {loss_txt} after {result['step']} steps, "
-        f"{result['wall_time_s']:.0f} s; trained {', '.join(result['trained_parts'])}\n"
+        f"{model.summary()}: loss {loss_txt} after {result['step']} steps, {result['wall_time_s']:.0f} s\n"
         f"checkpoint: {last}  (next stage: init_from: {last})"
     )
     return result

@@ -1,7 +1,8 @@
 """Comparison tables over runs: mean and spread of each recipe's metrics across seeds.
 
-Runs are grouped by the recipe ``name`` in their ``config.yaml``; each group's ``metrics.json``
-values are summarised as mean ± sample standard deviation (and min-max) over its runs.
+Runs are grouped by the recipe ``name`` in their ``config.yaml``; each group's test metrics (the
+``test`` block of ``metrics.json``: the checkpoint selected on the val split, evaluated once on
+the test split) are summarised as mean ± sample standard deviation over its runs.
 """
 
 from __future__ import annotations
@@ -13,14 +14,34 @@ from pathlib import Path
 from medssl.errors import DataError
 
 
+def final_metrics(run: Path) -> dict:
+    """A finished segmentation run's test block (``metrics.json["test"]``), plus the validation
+    Dice its checkpoint was selected with (``val_dice_mean``).
+
+    Raises:
+        DataError: not a finished run, a run without a test split, or a run written before
+            validation and test were separated (its figures were selected on the test split).
+    """
+    path = Path(run) / "metrics.json"
+    if not path.is_file():
+        raise DataError("not a finished medssl run (needs metrics.json)", run)
+    metrics = json.loads(path.read_text())
+    if "test" not in metrics:
+        raise DataError("metrics.json predates the val/test separation (its checkpoint was selected on the test "
+                        "split): rerun it", run)
+    if metrics["test"] is None:
+        raise DataError("the run had no test split (imagesTs/ + labelsTs/): nothing to compare", run)
+    return {**metrics["test"], "val_dice_mean": (metrics.get("best") or {}).get("val_dice_mean")}
+
+
 def _load_run(run: Path) -> tuple[str, dict, int]:
     import yaml
 
-    metrics_path, cfg_path = run / "metrics.json", run / "config.yaml"
-    if not metrics_path.is_file() or not cfg_path.is_file():
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
         raise DataError("not a finished medssl run (needs config.yaml and metrics.json)", run)
     cfg = yaml.safe_load(cfg_path.read_text())
-    return cfg.get("name", run.name), json.loads(metrics_path.read_text()), cfg.get("trainer", {}).get("seed", 0)
+    return cfg.get("name", run.name), final_metrics(run), cfg.get("trainer", {}).get("seed", 0)
 
 
 def _stat(values: list[float]) -> str:
@@ -47,7 +68,7 @@ def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, di
         raise DataError("no runs given to compare")
     classes = list(next(iter(groups.values()))[0][0]["dice"])
     header = ["recipe", "seeds", "Dice mean", *[f"Dice {c}" for c in classes], "HD95 mean (mm)",
-              "Δ Dice vs baseline", "paired Δ per seed"]
+              "Δ Dice vs baseline", "paired Δ per seed", "val Dice (selection)"]
     baseline = baseline or next(iter(groups))
     if baseline in groups:  # baseline row first
         groups = {baseline: groups[baseline], **{k: v for k, v in groups.items() if k != baseline}}
@@ -58,6 +79,7 @@ def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, di
             "dice_mean": [m["dice_mean"] for m, _ in items],
             **{f"dice_{c}": [m["dice"].get(c) for m, _ in items] for c in classes},
             "hd95_mean": [m.get("hd95_mean_mm") for m, _ in items],
+            "val_dice_mean": [m.get("val_dice_mean") for m, _ in items],
         }
     if baseline not in summary:
         raise DataError(f"baseline recipe {baseline!r} is not among the runs ({', '.join(summary)})")
@@ -69,8 +91,11 @@ def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, di
         paired = [m["dice_mean"] - base_by_seed[seed] for m, seed in sorted(groups[name], key=lambda t: t[1]) if seed in base_by_seed]
         paired_txt = "—" if name == baseline or not paired else " ".join(f"{d:+.3f}" for d in paired)
         row = [name, ",".join(map(str, s["seeds"])), _stat(s["dice_mean"]), *[_stat(s[f"dice_{c}"]) for c in classes],
-               _stat(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}", paired_txt]
+               _stat(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}", paired_txt,
+               _stat(s["val_dice_mean"])]
         lines.append("| " + " | ".join(row) + " |")
-    note = ("\nMean ± sample standard deviation over seeds; Dice and HD95 on the labeled test split. "
-            "Paired Δ: difference to the baseline run with the same seed, seed by seed.\n")
+    note = ("\nMean ± sample standard deviation over seeds (the seed sets initialisation and patch order; the "
+            "labeled cases are the same in every run unless the recipe draws them per seed). Dice and HD95 on the "
+            "labeled test split, read once per run with the checkpoint selected on the val split (last column: the "
+            "validation Dice it was selected with). Paired Δ: difference to the baseline run with the same seed.\n")
     return "\n".join(lines) + "\n" + note, summary

@@ -33,7 +33,10 @@ def _runs(root: Path, init: str, n: int) -> list[Path]:
 
 
 def _dice(run: Path) -> float:
-    return float(json.loads((run / "metrics.json").read_text())["dice_mean"])
+    """Test Dice of the checkpoint selected on validation (:func:`medssl.eval.compare.final_metrics`)."""
+    from medssl.eval.compare import final_metrics
+
+    return float(final_metrics(run)["dice_mean"])
 
 
 def _cell(vals: list[float]) -> str:
@@ -94,8 +97,10 @@ def build_report(root: Path, labeled: list[int], png_name: str | None = None) ->
             stages.append(f"`{st}`: {d['step']} steps, final loss {d['final_loss']:.3f}, {d['wall_time_s']:.0f} s")
     if stages:
         lines += ["Pretraining on the 40 training volumes without labels: " + "; ".join(stages) + ".", ""]
-    lines += ["Test Dice (mean over liver, kidney, spleen; 8 test volumes), mean ± sd over seeds; "
-              "each seed fine-tunes on its own random choice of labeled volumes with the same budget.", ""]
+    lines += ["Test Dice (mean over liver, kidney, spleen; 8 test volumes) of the checkpoint selected on the 4 "
+              "validation volumes, mean ± sd over seeds; each seed fine-tunes on its own random choice of labeled "
+              "volumes with the same budget (the spread covers initialisation, patch order and which volumes are "
+              "labeled).", ""]
     lines.append("| initialisation | " + " | ".join(f"N = {n}" for n in labeled) + " |")
     lines.append("|---|" + "---|" * len(labeled))
     for init, row in table.items():

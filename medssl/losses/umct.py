@@ -51,6 +51,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "fuse_all_views",
+    "mc_view_statistics",
     "mc_statistics",
     "inverse_uncertainty_weights",
     "uncertainty_weighted_fusion",
@@ -117,6 +119,23 @@ def mc_statistics(
     else:
         raise ValueError(f"kind must be 'entropy' or 'variance', got {kind!r}")
     return mean, uncertainty
+
+
+def mc_view_statistics(
+    view_probs: torch.Tensor, kind: Literal["entropy", "variance"] = "entropy", eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mc_statistics` of each of N views.
+
+    Args:
+        view_probs: ``(N, K, B, C, *spatial)`` K stochastic passes of N views.
+        kind, eps: see :func:`mc_statistics`.
+
+    Returns:
+        ``(mean, uncertainty)``: ``(N, B, C, *spatial)`` and ``(N, B, 1, *spatial)``.
+    """
+    _check_min_ndim("view_probs", view_probs, 5, "(N, K, B, C, *spatial)")
+    stats = [mc_statistics(p, kind=kind, eps=eps) for p in view_probs]
+    return torch.stack([m for m, _ in stats]), torch.stack([u for _, u in stats])
 
 
 def _check_views(view_probs: torch.Tensor, view_uncertainty: torch.Tensor) -> None:
@@ -224,6 +243,34 @@ def uncertainty_weighted_fusion(
     numerator = torch.tensordot(others, weights * view_probs, dims=1)  # (N, B, C, *spatial)
     denominator = torch.tensordot(others, weights.expand_as(view_uncertainty), dims=1)
     return numerator / denominator
+
+
+def fuse_all_views(
+    view_probs: torch.Tensor,
+    view_uncertainty: torch.Tensor,
+    floor: float = 1e-3,
+    weighting: Literal["uncertainty", "average"] = "uncertainty",
+) -> torch.Tensor:
+    """Test-time fusion of ALL N views with the weights of Eq. (4): ``sum_j w_j p_j / sum_j w_j``.
+
+    The same inverse-uncertainty weights as :func:`uncertainty_weighted_fusion` (or equal ones
+    with ``weighting="average"``), but no view is left out: at test time the ensemble's opinion
+    is every view's. Used by the predictor for validation-free inference and pseudo-labels.
+
+    Args:
+        view_probs: ``(N, B, C, *spatial)``; view_uncertainty: ``(N, B, 1, *spatial)``.
+        floor, weighting: see :func:`uncertainty_weighted_fusion`.
+
+    Returns:
+        ``(B, C, *spatial)``.
+    """
+    _check_views(view_probs, view_uncertainty)
+    if weighting == "average":
+        return view_probs.mean(0)
+    if weighting != "uncertainty":
+        raise ValueError(f"weighting must be 'uncertainty' or 'average', got {weighting!r}")
+    w = inverse_uncertainty_weights(view_uncertainty, floor=floor)
+    return (w * view_probs).sum(0) / w.sum(0)
 
 
 def sample_confidence(fused_probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

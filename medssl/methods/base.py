@@ -1,18 +1,33 @@
-"""The small shared base of segmentation methods: optimiser, schedule and validation.
+"""The small shared base of segmentation methods: optimiser, schedule, evaluation, declared needs.
 
-A method subclasses :class:`SegmentationMethod` and overrides :meth:`training_step` (and
-:meth:`predict_logits` if its inference differs, e.g. a multi-view ensemble). Everything else
-(sliding-window validation, per-class Dice, DDP gathering, LR schedule, RNG state in the
-checkpoint) lives here once. Constructors take plain keyword arguments; only the engine knows
-about config objects.
+A method subclasses :class:`SegmentationMethod` (or :class:`MedsslModule` for a pretraining
+stage) and overrides :meth:`training_step`, :meth:`from_config` and, if its inference differs
+(a multi-view ensemble, MC dropout), :meth:`predict_window`. What a method needs from the engine
+is declared on the class and read by the engine, which never branches on a method's name
+(GUIDE item 14):
+
+* ``is_pretraining``: a self-supervised stage (no labels, no Dice validation, checkpoints every
+  ``val_every`` steps);
+* ``uses_unlabeled``: training batches also carry an unlabeled patch (``u_image``);
+* ``data_kind``: which batches it trains on (``"patches"``: labeled random patches;
+  ``"partitions"``: one image per partition per volume, see :mod:`medssl.data.partitions`).
+
+Everything else (sliding-window validation and the final test through
+:class:`~medssl.inference.predictor.Predictor`, per-class Dice/HD95, DDP gathering, LR
+schedule, RNG state in the checkpoint) lives here once. Constructors take plain keyword
+arguments; :meth:`from_config` is the one place a method meets the typed config.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pytorch_lightning as pl
 import torch
+
+if TYPE_CHECKING:  # configs are read by the engines and by from_config only
+    from medssl.config import RunConfig
+    from medssl.data.dataset import DatasetSpec
 
 
 def lr_lambda(kind: str, max_steps: int, warmup_steps: int = 0):
@@ -34,6 +49,11 @@ class MedsslModule(pl.LightningModule):
             config, so that inference can rebuild the model).
     """
 
+    #: a self-supervised stage: no labels, no validation, ``last.ckpt`` is the result
+    is_pretraining: bool = False
+    #: batches it trains on, see the module docstring
+    data_kind: str = "patches"
+
     def __init__(
         self,
         optimizer: str = "adamw",
@@ -48,6 +68,27 @@ class MedsslModule(pl.LightningModule):
         self.opt_cfg = dict(name=optimizer, lr=lr, weight_decay=weight_decay)
         self.sched_cfg = dict(kind=scheduler, warmup_steps=warmup_steps, max_steps=max_steps)
         self.extra_state = dict(extra_state or {})
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether training batches must carry an unlabeled patch (``u_image``)."""
+        return False
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, spec: DatasetSpec) -> MedsslModule:
+        """The method, with its network, from a typed run config and the dataset's spec."""
+        raise NotImplementedError(f"{cls.__name__} does not define from_config")
+
+    @staticmethod
+    def optim_kwargs(cfg: RunConfig, spec: DatasetSpec) -> dict:
+        """Optimiser, schedule and checkpoint keyword arguments every method takes."""
+        import json
+
+        return dict(
+            optimizer=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+            scheduler=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.trainer.max_steps,
+            extra_state={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "dataset": spec.to_json()},
+        )
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -100,43 +141,56 @@ class SegmentationMethod(MedsslModule):
         self.roi_size = tuple(int(r) for r in roi_size)
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
-        self._val_dice: list[torch.Tensor] = []
+        self._eval_rows: list[torch.Tensor] = []
         self.last_val_metrics: dict = {}
+        self.test_metrics: dict = {}
 
-    # ------------------------------------------------------------------ inference
-    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, C, *spatial)`` for a whole volume ``(B, 1, *spatial)`` by sliding window."""
-        from monai.inferers import sliding_window_inference
-
-        return sliding_window_inference(
-            image, self.roi_size, self.sw_batch_size, self, overlap=self.overlap, mode="gaussian"
+    @staticmethod
+    def seg_kwargs(cfg: RunConfig, spec: DatasetSpec) -> dict:
+        """The keyword arguments of :class:`SegmentationMethod` plus :meth:`optim_kwargs`."""
+        return dict(
+            num_classes=spec.num_classes, class_names=spec.class_names,
+            roi_size=cfg.val.roi_size or cfg.data.patch_size, sw_batch_size=cfg.val.sw_batch_size,
+            overlap=cfg.val.overlap, **MedsslModule.optim_kwargs(cfg, spec),
         )
 
-    # ----------------------------------------------------------------- validation
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        import warnings
+    # ------------------------------------------------------------------ inference
+    def predict_window(self, x: torch.Tensor, mc_samples: int = 1, precision: str = "32") -> dict[str, torch.Tensor]:
+        """Outputs of one sliding window for the :class:`~medssl.inference.predictor.Predictor`.
 
-        from monai.metrics import compute_dice, compute_hausdorff_distance
-        from monai.networks.utils import one_hot
+        Args:
+            x: ``(B, 1, *roi)`` normalised image windows.
+            mc_samples: stochastic (MC-dropout) passes; 1 = one deterministic pass.
+            precision: ``"bf16"`` runs the network under autocast.
 
-        logits = self.predict_logits(batch["image"]).float()
-        pred = one_hot(logits.argmax(1, keepdim=True), self.num_classes)
-        gt = one_hot(batch["label"], self.num_classes)
-        # (B, C-1), NaN where a class is absent from both
-        dice = compute_dice(pred, gt, include_background=False, ignore_empty=True)
-        with warnings.catch_warnings():  # MONAI warns for every empty class; NaN marks those
-            warnings.simplefilter("ignore")
-            spacing = batch["spacing"][0].tolist() if "spacing" in batch else None
-            hd = compute_hausdorff_distance(pred, gt, include_background=False, percentile=95, spacing=spacing)
-        hd = torch.where(torch.isfinite(hd), hd, torch.full_like(hd, float("nan")))
-        self._val_dice.append(torch.cat([dice, hd], 1).detach().float().cpu())
+        Returns:
+            ``{"probs": (B, C, *roi)}`` class probabilities; methods with several views or MC
+            passes add ``"views"`` ``(B, N * C, *roi)`` and ``"uncertainty"`` ``(B, 1, *roi)``.
+        """
+        from medssl.core.runtime import autocast
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_dice = []
+        with autocast(x.device, precision):
+            logits = self(x)
+        return {"probs": torch.softmax(logits.float(), dim=1)}
 
-    def on_validation_epoch_end(self) -> None:
+    def predictor(self):
+        """A :class:`~medssl.inference.predictor.Predictor` around this model's forward."""
+        from medssl.inference.predictor import Predictor
+
+        return Predictor(self, roi_size=self.roi_size, sw_batch_size=self.sw_batch_size, overlap=self.overlap)
+
+    # ------------------------------------------------- validation and final test
+    def _evaluate_batch(self, batch: dict) -> None:
+        from medssl.eval.seg_metrics import dice_hd95
+
+        scores = self.predictor().scores(batch["image"]).float()
+        spacing = batch["spacing"][0].tolist() if "spacing" in batch else None
+        rows = dice_hd95(scores.argmax(1, keepdim=True), batch["label"], self.num_classes, spacing)
+        self._eval_rows.append(rows.detach().float().cpu())
+
+    def _gather_rows(self) -> torch.Tensor:
         width = 2 * (self.num_classes - 1)  # Dice then HD95 per foreground class
-        local = torch.cat(self._val_dice) if self._val_dice else torch.zeros(0, width)
+        local = torch.cat(self._eval_rows) if self._eval_rows else torch.zeros(0, width)
         if self.trainer.world_size > 1:
             # ranks hold different numbers of cases: pad with NaN rows, gather, drop padding.
             n = torch.tensor([local.shape[0]], device=self.device)
@@ -144,15 +198,34 @@ class SegmentationMethod(MedsslModule):
             pad = torch.full((max_n - local.shape[0], local.shape[1]), float("nan"))
             gathered = self.all_gather(torch.cat([local, pad]).to(self.device)).reshape(-1, local.shape[1]).cpu()
             local = gathered[~torch.isnan(gathered).all(1)]
-        per_class = torch.nanmean(local, 0) if local.numel() else torch.full((width,), float("nan"))
-        dice, hd95 = per_class[: self.num_classes - 1], per_class[self.num_classes - 1:]
-        metrics = {f"val/dice_{name}": float(v) for name, v in zip(self.class_names[1:], dice)}
-        metrics["val/dice_mean"] = float(torch.nanmean(dice))
-        metrics.update({f"val/hd95_{name}": float(v) for name, v in zip(self.class_names[1:], hd95)})
-        metrics["val/hd95_mean"] = float(torch.nanmean(hd95))
-        self.last_val_metrics = {"step": int(self.global_step), "n_cases": int(local.shape[0]), **metrics}
+        return local
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate_batch(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate_batch(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    def on_validation_epoch_end(self) -> None:
+        from medssl.eval.seg_metrics import summarize
+
+        rows = self._gather_rows()
+        metrics = summarize(rows, self.class_names, "val")
+        self.last_val_metrics = {"step": int(self.global_step), "n_cases": int(rows.shape[0]), **metrics}
         self.log_dict(metrics, prog_bar=False, sync_dist=False, rank_zero_only=True)
         self.log("val_dice", metrics["val/dice_mean"], prog_bar=True, rank_zero_only=True)
+
+    def on_test_epoch_end(self) -> None:
+        from medssl.eval.seg_metrics import summarize
+
+        rows = self._gather_rows()
+        self.test_metrics = {"n_cases": int(rows.shape[0]), **summarize(rows, self.class_names, "test")}
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:

@@ -49,6 +49,9 @@ class LocalHead(nn.Module):
 class ContrastivePretraining(MedsslModule):
     """One pretraining stage (global or local) of Chaitanya et al.
 
+    Declares ``is_pretraining`` (no labels, no validation) and ``data_kind = "partitions"``:
+    batches of ``num_volumes x num_partitions`` images, one per partition per volume.
+
     Args:
         net: a one-view :class:`~medssl.nets.multiview_unet.MultiViewAsymUNet` (2D or 3D).
         stage: ``"global"`` (encoder) or ``"local"`` (decoder, encoder frozen).
@@ -59,6 +62,8 @@ class ContrastivePretraining(MedsslModule):
         proj_dim, proj_hidden: ``g1`` output and hidden sizes (paper: 128, 1024).
         augment_strength: scales the augmentations (0: identical copies).
         num_views: augmented copies per image (2).
+        num_volumes, num_partitions: the batch layout the global loss relies on (read by the
+            engine to build the partition batches).
         seed: augmentations of step t are drawn from a generator seeded with (seed, t, rank), so a
             resumed run augments exactly as the uninterrupted one (like its batches).
         **kwargs: optimiser and checkpoint settings, see :class:`~medssl.methods.base.MedsslModule`.
@@ -82,9 +87,12 @@ class ContrastivePretraining(MedsslModule):
         augment_strength: float = 1.0,
         num_views: int = 2,
         seed: int = 0,
+        num_volumes: int = 4,
+        num_partitions: int = 4,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.num_volumes, self.num_partitions = int(num_volumes), int(num_partitions)
         from medssl.losses.contrastive import GlobalContrastiveLoss, LocalContrastiveLoss
         from medssl.nets.heads import MLPHead
 
@@ -110,6 +118,35 @@ class ContrastivePretraining(MedsslModule):
                 p.requires_grad_(False)
             trained = ["encoder"] + [f"decoder.{i}" for i in range(self.decoder_blocks)]
         self.trained_parts = trained
+
+    is_pretraining = True
+    data_kind = "partitions"
+
+    @classmethod
+    def from_config(cls, cfg, spec) -> ContrastivePretraining:
+        from medssl.errors import ConfigError
+        from medssl.nets import build_network
+
+        c = cfg.contrastive
+        if cfg.model.name != "multiview_asym_unet":
+            raise ConfigError("contrastive pretraining needs model.name: multiview_asym_unet (its encoder/decoder "
+                              "initialise the supervised and UMCT networks)")
+        if c.stage == "local" and cfg.init_from is None:
+            raise ConfigError("contrastive.stage=local trains the decoder on a pretrained encoder: set init_from to the "
+                              "global stage's checkpoint (runs/<global>/checkpoints/last.ckpt)")
+        net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
+                            channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=c.spatial_dims)
+        return cls(
+            net=net, stage=c.stage, global_loss=c.global_loss, local_loss=c.local_loss, temperature=c.temperature,
+            decoder_blocks=c.decoder_blocks,
+            num_regions=c.num_regions or (13 if c.spatial_dims == 2 else 35), region_size=c.region_size,
+            proj_dim=c.proj_dim, proj_hidden=c.proj_hidden, augment_strength=c.augment_strength, seed=cfg.trainer.seed,
+            num_volumes=c.num_volumes, num_partitions=c.num_partitions, **cls.optim_kwargs(cfg, spec),
+        )
+
+    def summary(self) -> str:
+        """One line for the end of the run."""
+        return f"{self.stage} contrastive stage; trained {', '.join(self.trained_parts)}"
 
     def checkpoint_state(self) -> dict:
         # read by ``init_from`` so that the next stage loads exactly what this one produced

@@ -1,7 +1,8 @@
 """Supervised 3D segmentation: the baseline every semi-supervised method must beat.
 
-A MONAI U-Net trained with Dice + cross-entropy (``monai.losses.DiceCELoss``) on random patches
-from the labeled cases, validated by sliding-window inference on whole test volumes.
+A MONAI U-Net (or the one-view asymmetric U-Net that a contrastive stage pretrains) trained with
+Dice + cross-entropy (``monai.losses.DiceCELoss``) on random patches from the labeled cases,
+validated by sliding-window inference on whole validation volumes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ class SupervisedSegmentation(SegmentationMethod):
 
         self.net = net
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    @classmethod
+    def from_config(cls, cfg, spec) -> SupervisedSegmentation:
+        from medssl.nets import build_network
+
+        m = cfg.model
+        if m.name == "multiview_asym_unet":  # one view: the network a contrastive stage pretrains
+            net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
+                                channels=m.channels, dropout=m.dropout, spatial_dims=3, squeeze_views=True)
+        else:
+            net = build_network(m.name, spatial_dims=3, in_channels=1, out_channels=spec.num_classes,
+                                channels=m.channels, strides=m.strides, num_res_units=m.num_res_units,
+                                dropout=m.dropout, norm=m.norm)
+        return cls(net=net, **cls.seg_kwargs(cfg, spec))
 
     def forward(self, x):
         return self.net(x)

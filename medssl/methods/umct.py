@@ -3,7 +3,7 @@
 Xia et al., "3D Semi-Supervised Learning with Uncertainty-Aware Multi-View Co-Training",
 WACV 2020 (arXiv 1811.12506). Composition:
 
-* views (:mod:`medssl.transforms.views`): exact axis permutations / rotations of each patch;
+* views (:mod:`medssl.transforms.umct_views`): exact axis permutations / rotations of each patch;
 * backbone (:class:`medssl.nets.multiview_unet.MultiViewAsymUNet`): one sub-network per view
   with asymmetric 3x3x1 + 1x1x3 kernels, all views in one grouped (batched) call;
 * losses (:mod:`medssl.losses.umct`): MC-dropout statistics, uncertainty-weighted label fusion,
@@ -26,14 +26,15 @@ import torch.nn as nn
 
 from medssl.losses.umct import (
     CoTrainingLoss,
-    mc_statistics,
+    fuse_all_views,
+    mc_view_statistics,
     sample_confidence,
     sigmoid_rampup,
     uncertainty_weighted_fusion,
 )
 from medssl.methods.base import SegmentationMethod
 from medssl.nets.multiview_unet import enable_mc_dropout
-from medssl.transforms.views import make_views
+from medssl.transforms.umct_views import make_views
 
 
 class UMCT(SegmentationMethod):
@@ -80,6 +81,46 @@ class UMCT(SegmentationMethod):
         self.sup_loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.cot_loss = CoTrainingLoss(loss_type=cotrain_loss)
 
+    @classmethod
+    def from_config(cls, cfg, spec) -> UMCT:
+        from medssl.errors import ConfigError, DataError
+        from medssl.nets import build_network
+
+        u = cfg.umct
+        if len(set(cfg.data.patch_size)) != 1:
+            raise ConfigError(f"umct needs cubic patches so that all views share one shape; got data.patch_size={list(cfg.data.patch_size)}")
+        if cfg.model.name != "multiview_asym_unet":
+            raise ConfigError("umct needs model.name: multiview_asym_unet")
+        net = build_network(
+            "multiview_asym_unet", num_views=u.num_views, in_channels=1, out_channels=spec.num_classes,
+            channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3,
+        )
+        if u.init_2d is not None:
+            from medssl.core.runtime import rank
+            from medssl.core.weights import load_checkpoint
+            from medssl.nets.multiview_unet import init_inplane_from_2d
+
+            try:
+                loaded, _ = init_inplane_from_2d(net, load_checkpoint(u.init_2d))
+            except DataError as exc:
+                raise DataError(exc.args[0], u.init_2d) from None
+            if rank() == 0:
+                print(f"umct.init_2d {u.init_2d}: {len(loaded)} in-plane tensors initialised from the 2D network")
+        return cls(
+            net=net, num_views=u.num_views, fusion=u.fusion, uncertainty=u.uncertainty, mc_samples=u.mc_samples,
+            floor=u.floor, lambda_max=u.lambda_max, rampup_steps=u.rampup_steps, stage1_steps=u.stage1_steps,
+            cotrain_loss=u.cotrain_loss, confidence_weighting=u.confidence_weighting, **cls.seg_kwargs(cfg, spec),
+        )
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Co-training needs unlabeled patches; one view is the supervised baseline."""
+        return len(self.views) > 1
+
     # ------------------------------------------------------------------ the views
     def view_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Each view's logits mapped back to the common frame.
@@ -104,6 +145,32 @@ class UMCT(SegmentationMethod):
         return sigmoid_rampup(step, self.rampup_steps, self.lambda_max, start_step=self.stage1_steps)
 
     @torch.no_grad()
+    def mc_view_probs(self, x: torch.Tensor, k: int, dropout: bool = True, precision: str = "32") -> torch.Tensor:
+        """K stochastic passes of every view (dropout on, everything else in inference mode).
+
+        Args:
+            x: ``(B, 1, S, S, S)``.
+            k: passes per view.
+            dropout: MC dropout on (off: one deterministic pass, only sensible with ``k=1``).
+            precision: ``"bf16"`` runs the network under autocast.
+
+        Returns:
+            ``(N, K, B, C, S, S, S)`` softmax probabilities in the common frame.
+        """
+        from medssl.core.runtime import autocast
+
+        b = x.shape[0]
+        was_training = self.net.training
+        self.net.eval()
+        if dropout:
+            enable_mc_dropout(self.net)
+        with autocast(x.device, precision):
+            logits = self.view_logits(x.repeat(k, 1, 1, 1, 1))
+        probs = torch.softmax(logits.float(), dim=2)  # (N, K*B, C, ...)
+        self.net.train(was_training)
+        return probs.reshape(probs.shape[0], k, b, *probs.shape[2:])
+
+    @torch.no_grad()
     def pseudo_labels(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MC-dropout statistics and fused pseudo-labels for unlabeled patches.
 
@@ -115,19 +182,28 @@ class UMCT(SegmentationMethod):
             distributions (view i's from the other views), ``(N, B)`` confidences, and
             ``(N, B, 1, ...)`` each view's uncertainty.
         """
-        k, b = self.mc_samples, u.shape[0]
-        was_training = self.net.training
-        self.net.eval()
-        enable_mc_dropout(self.net)  # dropout on, everything else in inference mode
-        probs = torch.softmax(self.view_logits(u.repeat(k, 1, 1, 1, 1)).float(), dim=2)  # (N, K*B, C, ...)
-        self.net.train(was_training)
-        probs = probs.reshape(probs.shape[0], k, b, *probs.shape[2:])  # (N, K, B, C, ...)
-        stats = [mc_statistics(p, kind=self.uncertainty_kind) for p in probs]
-        mean = torch.stack([m for m, _ in stats])  # (N, B, C, ...)
-        unc = torch.stack([u_ for _, u_ in stats])  # (N, B, 1, ...)
+        mean, unc = mc_view_statistics(self.mc_view_probs(u, self.mc_samples), kind=self.uncertainty_kind)
         pseudo = uncertainty_weighted_fusion(mean, unc, floor=self.floor, weighting=self.fusion)
         conf = sample_confidence(pseudo) if self.confidence_weighting else torch.ones(pseudo.shape[:2], device=u.device)
         return pseudo, conf, unc
+
+    @torch.no_grad()
+    def predict_window(self, x: torch.Tensor, mc_samples: int = 1, precision: str = "32") -> dict[str, torch.Tensor]:
+        """Test-time outputs of one window: every view's MC mean, fused over ALL views with the
+        same inverse-uncertainty weights as in training (:func:`~medssl.losses.umct.fuse_all_views`).
+
+        Returns:
+            ``probs`` ``(B, C, ...)`` fused; with N > 1 views also ``views`` ``(B, N * C, ...)``.
+        """
+        n = len(self.views)
+        probs = self.mc_view_probs(x, mc_samples, dropout=n > 1 or mc_samples > 1, precision=precision)
+        self.net.eval()
+        mean, unc = mc_view_statistics(probs, kind=self.uncertainty_kind)
+        if n == 1:
+            return {"probs": mean[0]}
+        fused = fuse_all_views(mean, unc, self.floor, self.fusion)
+        views = mean.transpose(0, 1).reshape(x.shape[0], n * mean.shape[2], *mean.shape[3:])
+        return {"probs": fused, "views": views}
 
     # -------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int):

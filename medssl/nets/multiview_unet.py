@@ -2,7 +2,7 @@
 
 UMCT (Xia et al., "3D Semi-Supervised Learning with Uncertainty-Aware Multi-View Co-Training",
 WACV 2020, arXiv 1811.12506) trains one 3D network per view of the volume
-(:mod:`medssl.transforms.views`). Each network uses *asymmetric* kernels: in-plane 3x3x1
+(:mod:`medssl.transforms.umct_views`). Each network uses *asymmetric* kernels: in-plane 3x3x1
 convolutions, which can be initialised from a 2D network trained on slices, plus 1x1x3
 through-plane ones. Since every view slices the volume along a different axis, the sub-networks
 learn different features, which is what makes their disagreement useful for co-training.
@@ -138,7 +138,7 @@ class MultiViewAsymUNet(nn.Module):
     Shapes:
         input ``(B, N * in_channels, *spatial)``, view-major on the channel axis (channels
         ``[i * in_channels, (i + 1) * in_channels)`` are view i, e.g. from
-        :func:`medssl.transforms.views.stack_views`); output ``(B, N, out_channels, *spatial)``.
+        :func:`medssl.transforms.umct_views.stack_views`); output ``(B, N, out_channels, *spatial)``.
     """
 
     def __init__(
@@ -201,7 +201,7 @@ class MultiViewAsymUNet(nn.Module):
 
         Returns:
             ``(B, N, out_channels, S1, S2, S3)`` (``(B, N, out_channels, H, W)``): view i's logits
-            in view i's frame (map back with :meth:`medssl.transforms.views.View.invert`).
+            in view i's frame (map back with :meth:`medssl.transforms.umct_views.View.invert`).
         """
         self._check_input(x)
         out = self.head(self.decode(self.encode(x)))

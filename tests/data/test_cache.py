@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import medssl.data.cache as cache_mod
-from medssl.data.cache import CACHE_DIRNAME, VolumeCache, cache_dataset
+from medssl.data.cache import VolumeCache, cache_dataset, default_cache_dir
 from medssl.data.dataset import DatasetSpec, image_path, label_path, write_dataset_json
 from medssl.data.io import read_volume, write_volume
 from medssl.data.volume import Volume
@@ -262,10 +262,13 @@ def _tiny_dataset(root: Path) -> None:
 def test_cache_dataset_converts_everything(tmp_path, monkeypatch, capsys):
     root = tmp_path / "ds"
     _tiny_dataset(root)
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path / "cache_root"))
+    before = sorted(root.rglob("*"))
     out = cache_dataset(root, progress=False)
-    assert out == root / CACHE_DIRNAME
+    assert out == default_cache_dir(root) and out.is_relative_to(tmp_path / "cache_root")
+    assert sorted(root.rglob("*")) == before  # nothing written into the dataset folder
     assert capsys.readouterr().err == ""  # no progress bar when progress=False
-    files = sorted(p for p in root.rglob("*.nii.gz") if CACHE_DIRNAME not in p.parts)
+    files = sorted(root.rglob("*.nii.gz"))
     assert len(files) == 7  # 4 images, 3 labels
     _forbid_reading(monkeypatch)
     cache = VolumeCache(out)
@@ -283,7 +286,7 @@ def test_cache_dataset_custom_dir_and_progress(tmp_path, capsys):
     out = cache_dataset(root, cache_dir=tmp_path / "cache", progress=True)
     assert out == tmp_path / "cache" and (out / "CACHEDIR.TAG").is_file()
     assert "7/7" in capsys.readouterr().err
-    assert not (root / CACHE_DIRNAME).exists()
+    assert not (root / ".medssl_cache").exists()
 
 
 def test_cache_dataset_corrupt_case_names_file(tmp_path):

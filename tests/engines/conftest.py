@@ -14,7 +14,7 @@ def tiny_data(tmp_path_factory) -> Path:
     from medssl.data.phantoms import generate_sample_data
 
     root = tmp_path_factory.mktemp("tiny") / "phantoms"
-    generate_sample_data(root, seed=3, n_labeled=2, n_unlabeled=2, n_test=2, progress=False, shape=(32, 32, 16))
+    generate_sample_data(root, seed=3, n_labeled=2, n_unlabeled=2, n_val=2, n_test=2, progress=False, shape=(32, 32, 16))
     return root
 
 

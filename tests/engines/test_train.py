@@ -38,14 +38,19 @@ def test_train_writes_run_folder(tiny_cfg, tmp_path):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 6
-    assert set(metrics["dice"]) == set(json.loads((tiny_cfg().data.root / "dataset.json").read_text())["labels"]) - {"background"}
-    assert 0.0 <= metrics["dice_mean"] <= 1.0
-    assert metrics["n_val_cases"] == 2
-    assert set(metrics["hd95_mm"]) == set(metrics["dice"])
+    classes = set(json.loads((tiny_cfg().data.root / "dataset.json").read_text())["labels"]) - {"background"}
+    for block, split in ((metrics["val"], "val"), (metrics["test"], "test")):
+        assert block["split"] == split and block["n_cases"] == 2
+        assert set(block["dice"]) == classes and set(block["hd95_mm"]) == classes
+        assert 0.0 <= block["dice_mean"] <= 1.0
+    assert metrics["val"]["source"].startswith("imagesVal/")
+    assert metrics["best"]["step"] in (3, 6) and metrics["test"]["checkpoint"].endswith("best.ckpt")
+    assert metrics["best"]["val_dice_mean"] == pytest.approx(max(
+        r["val/dice_mean"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val/dice_mean" in r))
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in log if "val/dice_mean" in r] == [3, 6]
-    assert "validation Dice" in res["summary"] and "last.ckpt" in res["summary"]
+    assert "validation Dice" in res["summary"] and "test Dice" in res["summary"] and "last.ckpt" in res["summary"]
     # the resolved config round-trips and the checkpoint is weights-only loadable
     ck = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ck["medssl"]["config"]["trainer"]["max_steps"] == 6
@@ -56,7 +61,7 @@ def test_same_seed_same_metrics_and_weights(tiny_cfg, tmp_path):
     a = run_training(tiny_cfg(), out=tmp_path / "a")
     b = run_training(tiny_cfg(), out=tmp_path / "b")
     c = run_training(tiny_cfg(**{"trainer.seed": 1}), out=tmp_path / "c")
-    assert a["dice"] == b["dice"]
+    assert a["val"]["dice"] == b["val"]["dice"] and a["test"]["dice"] == b["test"]["dice"]
     wa, wb, wc = (_weights(tmp_path / r / "checkpoints/last.ckpt") for r in "abc")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
@@ -94,7 +99,7 @@ def test_killed_run_resumes_to_same_result(tiny_data, tmp_path):
     m_ref = json.loads((ref / "metrics.json").read_text())
     m_res = json.loads((run / "metrics.json").read_text())
     assert m_res["step"] == m_ref["step"] == 40
-    assert m_res["dice"] == m_ref["dice"]
+    assert m_res["val"]["dice"] == m_ref["val"]["dice"] and m_res["test"]["dice"] == m_ref["test"]["dice"]
     w_ref, w_res = _weights(ref / "checkpoints/last.ckpt"), _weights(last)
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "loss" in x]
@@ -103,7 +108,7 @@ def test_killed_run_resumes_to_same_result(tiny_data, tmp_path):
 
 def test_bf16_autocast_trains(tiny_cfg, tmp_path):
     res = run_training(tiny_cfg(**{"trainer.precision": "bf16", "trainer.max_steps": 3}), out=tmp_path / "bf16")
-    assert res["step"] == 3 and 0.0 <= res["dice_mean"] <= 1.0
+    assert res["step"] == 3 and 0.0 <= res["val"]["dice_mean"] <= 1.0
 
 
 def test_ddp_two_cpu_processes(tiny_data, tmp_path):
@@ -116,17 +121,18 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert m["step"] == 4
-    assert m["n_val_cases"] == 2  # validation cases sharded over 2 ranks and gathered back
+    assert m["val"]["n_cases"] == 2  # validation cases sharded over 2 ranks and gathered back
+    assert m["test"]["n_cases"] == 2  # and so are the test cases
 
 
 def test_init_from_loads_exact_weights(tiny_cfg, tmp_path):
     run_training(tiny_cfg(**{"trainer.max_steps": 3}), out=tmp_path / "src")
     from medssl.data.dataset import read_dataset_json
     from medssl.core.weights import load_matching_weights
-    from medssl.engines.train import build_model
+    from medssl.methods import build_method
 
     cfg = tiny_cfg()
-    model = build_model(cfg, read_dataset_json(cfg.data.root))
+    model = build_method(cfg, read_dataset_json(cfg.data.root))
     loaded, skipped = load_matching_weights(model.net, tmp_path / "src/checkpoints/last.ckpt", strip="net.")
     src = _weights(tmp_path / "src/checkpoints/last.ckpt")
     assert not skipped and loaded
@@ -135,12 +141,65 @@ def test_init_from_loads_exact_weights(tiny_cfg, tmp_path):
 
 
 def test_labeled_seed_draws_which_cases_are_labeled(tiny_cfg):
-    from medssl.engines.train import build_cases
+    from medssl.engines.train import build_splits
 
-    _, all_train, _ = build_cases(tiny_cfg())
-    _, first, _ = build_cases(tiny_cfg(**{"data.num_labeled": 1}))
+    all_train = build_splits(tiny_cfg()).train
+    first = build_splits(tiny_cfg(**{"data.num_labeled": 1})).train
     assert first == all_train[:1]
-    picks = {build_cases(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": s}))[1][0].name for s in range(8)}
+    picks = {build_splits(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": s})).train[0].name for s in range(8)}
     assert picks == {c.name for c in all_train}  # different seeds label different cases
-    again = build_cases(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 3}))[1]
-    assert again == build_cases(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 3}))[1]
+    again = build_splits(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 3})).train
+    assert again == build_splits(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 3})).train
+
+
+def test_test_labels_never_reach_training_or_selection(tiny_data, tmp_path):
+    """Two datasets that differ only in their test labels train to the same weights, the same
+    validation curve and the same selected checkpoint; only the test block differs."""
+    import shutil
+
+    import numpy as np
+
+    from medssl.config import load_config
+    from medssl.data.io import read_volume, write_volume
+
+    other = tmp_path / "other_test_labels"
+    shutil.copytree(tiny_data, other)
+    for lab in sorted((other / "labelsTs").iterdir()):
+        vol = read_volume(lab)
+        write_volume(vol.with_array(np.zeros_like(vol.array)), lab)  # every test label: background only
+    runs = {}
+    for name, root in (("a", tiny_data), ("b", other)):
+        cfg = load_config(None, tiny_overrides(root))
+        runs[name] = run_training(cfg, out=tmp_path / name)
+    a, b = runs["a"], runs["b"]
+    assert a["val"]["dice"] == b["val"]["dice"] and a["best"] == {**b["best"], "checkpoint": a["best"]["checkpoint"]}
+    wa, wb = (_weights(tmp_path / r / "checkpoints/best.ckpt") for r in "ab")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["test"]["dice"] != b["test"]["dice"]  # the test split was read, after selection
+
+
+def test_validation_held_out_of_imagesTr_when_no_imagesVal(tiny_data, tmp_path):
+    import shutil
+
+    from medssl.config import load_config
+    from medssl.data.splits import split_cases
+    from medssl.engines.train import build_splits
+    from medssl.errors import ConfigError
+
+    root = tmp_path / "no_val"
+    shutil.copytree(tiny_data, root)
+    shutil.rmtree(root / "imagesVal")
+    shutil.rmtree(root / "labelsVal")
+    s = split_cases(root)  # 2 labeled: 1 validation (20%, at least 1), 1 training
+    assert len(s.val) == 1 and len(s.train) == 1 and "held out" in s.val_source
+    assert {c.name for c in s.val}.isdisjoint({c.name for c in s.train + s.test})
+    assert split_cases(root, split_seed=0).val == s.val  # a pure function of the seed
+    assert {split_cases(root, split_seed=k).val[0].name for k in range(8)} == {c.name for c in s.val + s.train}
+    pool = {c.image for c in build_splits(load_config(None, tiny_overrides(root)), pretraining=True).pretraining_pool()}
+    assert s.val[0].image not in pool and not pool & {c.image for c in s.test}  # pretraining never sees them
+    with pytest.raises(DataError, match="cannot give 2 validation"):
+        split_cases(root, num_val=2)
+    with pytest.raises(ConfigError, match="one validation source"):
+        split_cases(tiny_data, num_val=1)
+    with pytest.raises(ConfigError, match="val.split"):
+        load_config(None, tiny_overrides(root, **{"val.split": "test"}))

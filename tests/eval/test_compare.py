@@ -16,8 +16,8 @@ def _run(tmp_path, name, seed, dice, hd):
     run = tmp_path / f"{name}-s{seed}"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump({"name": name, "trainer": {"seed": seed}}))
-    (run / "metrics.json").write_text(json.dumps({"dice_mean": sum(dice.values()) / len(dice), "dice": dice,
-                                                  "hd95_mean_mm": hd}))
+    (run / "metrics.json").write_text(json.dumps({"best": {"val_dice_mean": 0.5}, "test": {
+        "dice_mean": sum(dice.values()) / len(dice), "dice": dice, "hd95_mean_mm": hd}}))
     return run
 
 
@@ -43,3 +43,20 @@ def test_errors(tmp_path):
     run = _run(tmp_path, "x", 0, {"a": 0.5}, 1.0)
     with pytest.raises(DataError, match="baseline"):
         compare_runs([run], baseline="nope")
+
+
+def test_runs_selected_on_test_or_without_test_are_refused(tmp_path):
+    old = tmp_path / "old-s0"
+    old.mkdir()
+    (old / "config.yaml").write_text(yaml.safe_dump({"name": "old", "trainer": {"seed": 0}}))
+    (old / "metrics.json").write_text(json.dumps({"dice_mean": 0.9, "dice": {"a": 0.9}}))  # the pre-split format
+    with pytest.raises(DataError, match="predates the val/test separation"):
+        compare_runs([old])
+    (old / "metrics.json").write_text(json.dumps({"test": None, "best": {}}))
+    with pytest.raises(DataError, match="no test split"):
+        compare_runs([old])
+
+
+def test_table_shows_the_validation_dice_used_for_selection(tmp_path):
+    table, summary = compare_runs([_run(tmp_path, "a", 0, {"x": 0.7}, 3.0)])
+    assert summary["a"]["val_dice_mean"] == [0.5] and "val Dice (selection)" in table

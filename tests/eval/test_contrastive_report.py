@@ -14,8 +14,8 @@ def _run(root, init, n, seed, dice):
     run = root / f"ft-{init}-n{n}-s{seed}"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"name": f"ft-{init}-n{n}", "trainer": {"seed": seed}}))
-    (run / "metrics.json").write_text(json.dumps({
-        "dice_mean": dice, "dice": {"liver": dice, "kidney": dice}, "hd95_mean_mm": 10.0}))
+    (run / "metrics.json").write_text(json.dumps({"best": {"val_dice_mean": 0.5}, "test": {
+        "dice_mean": dice, "dice": {"liver": dice, "kidney": dice}, "hd95_mean_mm": 10.0}}))
 
 
 def test_report_tables_and_plot(tmp_path):

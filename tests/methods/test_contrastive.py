@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medssl.config import load_config
-from medssl.engines.train import build_model, run_training
+from medssl.engines.train import run_training
+from medssl.methods import build_method
 from medssl.errors import ConfigError
 from tests.engines.conftest import tiny_overrides
 
@@ -64,7 +65,7 @@ def test_local_stage_loads_encoder_keeps_it_frozen_and_trains_decoder(stages, ti
     for k in enc:  # loaded from stage 1 and not changed by stage 2 (frozen)
         assert torch.equal(sd[k], src[k]), k
     # the trained decoder block moved away from its initialisation
-    fresh = build_model(_pre_cfg(tiny_data, "local", init_from=str(stages["ckpt_g"])), _spec(tiny_data))
+    fresh = build_method(_pre_cfg(tiny_data, "local", init_from=str(stages["ckpt_g"])), _spec(tiny_data))
     dec = {k: v for k, v in fresh.state_dict().items() if k.startswith("net.decoder.0.")}
     assert any(not torch.equal(sd[k], v) for k, v in dec.items())
     assert any(k.startswith("g2.") for k in sd)
@@ -90,9 +91,9 @@ def test_init_from_global_loads_exactly_the_encoder(stages, tiny_data):
     src = _state(stages["ckpt_g"])["state_dict"]
     cfg = _finetune_cfg(tiny_data)
     torch.manual_seed(0)
-    ref = build_model(cfg, _spec(tiny_data)).net.state_dict()
+    ref = build_method(cfg, _spec(tiny_data)).net.state_dict()
     torch.manual_seed(0)
-    model = build_model(cfg, _spec(tiny_data))
+    model = build_method(cfg, _spec(tiny_data))
     loaded, skipped, parts = init_from_checkpoint(model.net, stages["ckpt_g"])
     assert parts == ["encoder"]
     assert loaded and all(n.startswith("encoder.") for n in loaded)
@@ -110,7 +111,7 @@ def test_init_from_local_loads_encoder_and_pretrained_decoder_blocks(stages, tin
     from medssl.core.weights import init_from_checkpoint
 
     torch.manual_seed(0)
-    model = build_model(_finetune_cfg(tiny_data), _spec(tiny_data))
+    model = build_method(_finetune_cfg(tiny_data), _spec(tiny_data))
     loaded, _, parts = init_from_checkpoint(model.net, stages["ckpt_l"])
     assert parts == ["encoder", "decoder.0"]
     assert any(n.startswith("decoder.0.") for n in loaded)
@@ -123,7 +124,7 @@ def test_init_from_local_loads_encoder_and_pretrained_decoder_blocks(stages, tin
 def test_finetune_run_with_init_from_and_explicit_parts(stages, tiny_data, tmp_path):
     res = run_training(_finetune_cfg(tiny_data, init_from=str(stages["ckpt_l"]), init_parts="[encoder]"),
                        out=tmp_path / "ft")
-    assert res["step"] == 2 and 0.0 <= res["dice_mean"] <= 1.0
+    assert res["step"] == 2 and 0.0 <= res["test"]["dice_mean"] <= 1.0
 
 
 def test_umct_init_from_pretrained_encoder_fills_every_view(stages, tiny_data):
@@ -132,7 +133,7 @@ def test_umct_init_from_pretrained_encoder_fills_every_view(stages, tiny_data):
 
     cfg = load_config(None, tiny_overrides(tiny_data, **{**ASYM, "method": "umct", "umct.num_views": 3,
                                                          "data.patch_size": "[16,16,16]"}))
-    model = build_model(cfg, _spec(tiny_data))
+    model = build_method(cfg, _spec(tiny_data))
     init_from_checkpoint(model.net, stages["ckpt_g"])
     src = _state(stages["ckpt_g"])["state_dict"]["net.encoder.0.conv_in.weight"]
     for v in range(3):

@@ -10,7 +10,7 @@ import torch
 
 from medssl.config import load_config
 from medssl.data.io import read_volume, write_volume
-from medssl.engines.train import build_cases, run_training
+from medssl.engines.train import build_splits, run_training
 from medssl.errors import ConfigError
 
 TINY = {
@@ -59,7 +59,8 @@ def test_umct_trains_with_cotraining_after_stage1(umct_run):
     assert lams[:2] == [0.0, 0.0] and lams[-1] == pytest.approx(1.0) and lams == sorted(lams)
     assert all(0.0 <= r["train/confidence"] <= 1.0 for r in train[2:])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["method"] == "umct" and set(metrics["hd95_mm"]) == set(metrics["dice"])
+    assert metrics["method"] == "umct" and set(metrics["val"]["hd95_mm"]) == set(metrics["val"]["dice"])
+    assert metrics["test"]["n_cases"] == 2
 
 
 def test_single_view_and_average_ablations_train(tiny_data, tmp_path):
@@ -82,52 +83,52 @@ def test_six_views_train(tiny_data, tmp_path):
     assert res["step"] == 3
 
 
-def test_pseudo_label_export_and_review_loop(umct_run, tiny_data, tmp_path):
+def test_pseudo_label_export_and_review_loop(umct_run, tiny_data, tmp_path, monkeypatch):
     from medssl.data.dataset import list_cases
-    from medssl.data.manifest import read_manifest, write_manifest
+    from medssl.inference.predictor import Predictor
     from medssl.inference.pseudo_label import export_pseudo_labels
+    from medssl.inference.review_manifest import ReviewManifest, set_status
 
     run, _ = umct_run
     out = tmp_path / "pl"
+    before = sorted(p.relative_to(tiny_data) for p in tiny_data.rglob("*"))
     manifest_path = export_pseudo_labels(run / "checkpoints/last.ckpt", tiny_data, out, split="unlabeled", progress=False)
-    manifest = read_manifest(manifest_path)
+    assert sorted(p.relative_to(tiny_data) for p in tiny_data.rglob("*")) == before  # nothing written into the dataset
+    manifest = ReviewManifest.read(manifest_path)
     unl = list_cases(tiny_data, "unlabeled")
-    assert [c["name"] for c in manifest["cases"]] == [c.name for c in unl]
-    for entry, case in zip(manifest["cases"], unl):
+    assert [c.name for c in manifest.cases] == [c.name for c in unl]
+    for entry, case in zip(manifest.cases, unl):
         src = read_volume(case.image)
-        assert entry["status"] == "pending" and 0.0 <= entry["confidence"] <= 1.0
-        for rel in [entry["label"], entry["uncertainty"], *entry["views"]]:
+        assert entry.status == "pending" and 0.0 <= entry.confidence <= 1.0
+        for rel in [entry.label, entry.uncertainty, *entry.views]:
             vol = read_volume(out / rel)
             assert vol.same_geometry(src), rel  # written in the input geometry
-        assert len(entry["views"]) == 3
-        lab = read_volume(out / entry["label"]).array
+        assert len(entry.views) == 3
+        lab = read_volume(out / entry.label).array
         assert set(np.unique(lab)) <= {0, 1, 2, 3}
-        unc = read_volume(out / entry["uncertainty"]).array
+        unc = read_volume(out / entry.uncertainty).array
         assert unc.min() >= 0 and unc.max() <= 1
+        assert entry.mean_uncertainty == pytest.approx(float(unc.mean()), abs=1e-4)
+        voxel_ml = float(np.prod(src.spacing)) / 1000
+        assert entry.foreground_ml == pytest.approx(float((lab > 0).sum()) * voxel_ml, abs=1e-3)
 
     # resuming skips finished cases
-    import medssl.inference.pseudo_label as pl
-
     calls = []
-    orig = pl._window_predictor
-    pl._window_predictor = lambda *a, **k: calls.append(1) or orig(*a, **k)
-    try:
-        export_pseudo_labels(run / "checkpoints/last.ckpt", tiny_data, out, progress=False)
-    finally:
-        pl._window_predictor = orig
-    assert read_manifest(manifest_path)["cases"] == manifest["cases"]
+    orig = Predictor.predict_volume
+    monkeypatch.setattr(Predictor, "predict_volume", lambda self, v: calls.append(1) or orig(self, v))
+    export_pseudo_labels(run / "checkpoints/last.ckpt", tiny_data, out, progress=False)
+    assert not calls
+    assert ReviewManifest.read(manifest_path).cases == manifest.cases
 
-    # review: accept one, edit one (with a corrected label), reject the rest
-    case0 = manifest["cases"][0]
+    # review: edit one (with a corrected label), the rest stay pending
+    case0 = manifest.cases[0]
     edited = tmp_path / "edited.nii.gz"
-    src = read_volume(out / case0["label"])
+    src = read_volume(out / case0.label)
     write_volume(src.with_array(np.zeros_like(src.array)), edited)
-    manifest["cases"][0] = {**case0, "status": "edited", "reviewed_label": str(edited)}
-    write_manifest(manifest_path, manifest)
+    set_status(manifest_path, case0.name, "edited", reviewed_label=edited, reviewer="test")
     cfg = umct_cfg(tiny_data, **{"data.extra_labels": str(manifest_path)})
-    _, train, _ = build_cases(cfg)
-    reviewed = [c for c in train if c.name.startswith("reviewed_")]
-    assert [c.name for c in reviewed] == [f"reviewed_{case0['name']}"] and reviewed[0].label == edited
+    reviewed = [c for c in build_splits(cfg).train if c.name.startswith("reviewed_")]
+    assert [c.name for c in reviewed] == [f"reviewed_{case0.name}"] and reviewed[0].label == edited
     # and training runs with them
     res = run_training(umct_cfg(tiny_data, **{"data.extra_labels": str(manifest_path), "trainer.max_steps": 3}),
                        out=tmp_path / "with_reviewed")
@@ -146,13 +147,13 @@ def test_pseudo_label_cli_errors(tiny_data, tmp_path):
 def test_init_2d_from_config_sets_inplane_kernels(tiny_data, tmp_path):
     """`umct.init_2d` (a local 2D twin checkpoint) initialises every view's in-plane kernels."""
     from medssl.data.dataset import read_dataset_json
-    from medssl.engines.train import build_model
+    from medssl.methods import build_method
     from medssl.nets.multiview_unet import MultiViewAsymUNet
 
     net2d = MultiViewAsymUNet(num_views=1, in_channels=1, out_channels=4, channels=(4, 8, 16), spatial_dims=2)
     torch.save({"state_dict": {f"net.{k}": v for k, v in net2d.state_dict().items()}}, tmp_path / "twin2d.ckpt")
     cfg = umct_cfg(tiny_data, **{"umct.init_2d": str(tmp_path / "twin2d.ckpt")})
-    model = build_model(cfg, read_dataset_json(tiny_data))
+    model = build_method(cfg, read_dataset_json(tiny_data))
     sd3 = model.net.state_dict()
     compared = 0
     for name, w2 in net2d.state_dict().items():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl.transforms.views import View, make_views, stack_views, unstack_views
+from medssl.transforms.umct_views import View, make_views, stack_views, unstack_views
 
 ALL_VIEWS = make_views(6)
 

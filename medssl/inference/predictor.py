@@ -1,0 +1,225 @@
+"""One predictor for every consumer of a trained segmentation model.
+
+In the manner of nnU-Net's ``nnUNetPredictor``: a :class:`Predictor` is built from a model (or
+from a checkpoint, :meth:`Predictor.from_checkpoint`) and does preprocessing (the run's
+intensity normalisation), Gaussian-weighted sliding-window inference (MONAI's
+``sliding_window_inference``), the model's own ensembling (UMCT's views, MC-dropout passes: the
+method's :meth:`~medssl.methods.base.SegmentationMethod.predict_window`) and the mapping back to
+the input's geometry. Training validation and the final test (:meth:`Predictor.scores`),
+pseudo-labelling (:meth:`Predictor.predict_volume`) and batch inference all call it, so they
+cannot drift apart.
+
+Geometry: today training runs on each file's native voxel grid, so the output grid *is* the
+input grid and the mapping back is the identity (the prediction carries the input's spacing,
+origin and direction unchanged). A resampling plan (target spacing, orientation) slots in
+between :meth:`Predictor.predict_volume`'s read and write steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medssl.errors import DataError
+
+
+@dataclass
+class Prediction:
+    """What a predictor returns for one volume, on the input's voxel grid.
+
+    Attributes:
+        label: ``(X, Y, Z)`` uint8 argmax of the fused class probabilities.
+        view_labels: ``(N, X, Y, Z)`` uint8 argmax of each view's probabilities (``N = 0`` for a
+            single-view model).
+        uncertainty: ``(X, Y, Z)`` float32 entropy of the fused distribution / log C, in [0, 1].
+        confidence: ``1 - mean(uncertainty)`` over the voxels the fused label or any view calls
+            foreground (all voxels when none does).
+        volume: the input volume (its geometry is the output's).
+    """
+
+    label: np.ndarray
+    view_labels: np.ndarray
+    uncertainty: np.ndarray
+    confidence: float
+    volume: object
+
+    def as_volume(self, array: np.ndarray):
+        """``array`` in the input's geometry (a :class:`~medssl.data.volume.Volume`)."""
+        return self.volume.with_array(array)
+
+
+def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """``H(p) / log C`` over the class axis 1, ``(B, C, ...) -> (B, 1, ...)``, in [0, 1]."""
+    c = probs.shape[1]
+    return -(probs.clamp_min(1e-8).log() * probs).sum(1, keepdim=True) / math.log(c)
+
+
+class Predictor:
+    """Sliding-window prediction with a medssl segmentation model.
+
+    Args:
+        model: a :class:`~medssl.methods.base.SegmentationMethod` (its ``forward`` gives scores
+            whose argmax is the label; its ``predict_window`` gives probabilities and, for
+            multi-view / MC models, view probabilities and uncertainty).
+        roi_size: sliding-window size (the training patch size).
+        sw_batch_size: windows per forward pass.
+        overlap: window overlap.
+        intensity, ct_window: the run's intensity normalisation (:func:`medssl.data.intensity.fit_intensity`).
+        precision: ``"bf16"`` runs the network under autocast in :meth:`predict_volume`.
+        mc_samples: MC-dropout passes per window in :meth:`predict_volume`.
+        device: where the network runs.
+    """
+
+    def __init__(
+        self,
+        model,
+        roi_size: Sequence[int],
+        sw_batch_size: int = 2,
+        overlap: float = 0.25,
+        intensity: str = "zscore",
+        ct_window: tuple[float, float] = (-1000.0, 1000.0),
+        precision: str = "32",
+        mc_samples: int = 1,
+        device: str | torch.device = "cpu",
+    ):
+        self.model = model
+        self.roi_size = tuple(int(r) for r in roi_size)
+        self.sw_batch_size, self.overlap = int(sw_batch_size), float(overlap)
+        self.intensity, self.ct_window = intensity, tuple(ct_window)
+        self.precision, self.mc_samples = precision, int(mc_samples)
+        self.device = torch.device(device)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path, mc_samples: int | None = None, device: str | torch.device = "cpu"
+    ) -> Predictor:
+        """Rebuild a run's model from its checkpoint (weights-only load, config stored inside).
+
+        Raises:
+            DataError: unreadable file, or not a medssl segmentation checkpoint.
+        """
+        from medssl.core.weights import load_checkpoint
+        from medssl.data.dataset import DatasetSpec
+        from medssl.methods import build_method
+
+        ckpt = load_checkpoint(checkpoint)
+        state = ckpt.get("medssl")
+        if not isinstance(state, dict) or "config" not in state or "dataset" not in state:
+            raise DataError("is not a medssl training checkpoint (no stored config)", checkpoint)
+        from medssl.config import build_config
+
+        raw = dict(state["config"])
+        raw.get("umct", {}).pop("init_2d", None)  # weights come from the checkpoint itself
+        raw.pop("init_from", None)
+        raw.get("val", {}).pop("split", None)  # a run from before the val/test separation still predicts
+        cfg = build_config(raw, source=str(checkpoint))
+        d = state["dataset"]
+        spec = DatasetSpec(d["name"], d["labels"], d["channel_names"], d.get("file_ending", ".nii.gz"), d.get("numTraining"))
+        model = build_method(cfg, spec)
+        if model.is_pretraining:
+            raise DataError("is a pretraining stage's checkpoint; it predicts no segmentation", checkpoint)
+        model.load_state_dict(ckpt["state_dict"])
+        model.eval().to(device)
+        mc = mc_samples or getattr(model, "mc_samples", 1)  # UMCT: its training K
+        predictor = cls(
+            model, roi_size=model.roi_size, sw_batch_size=model.sw_batch_size, overlap=model.overlap,
+            intensity=cfg.data.intensity, ct_window=cfg.data.ct_window, precision=cfg.trainer.precision,
+            mc_samples=mc, device=device,
+        )
+        predictor.config, predictor.spec = cfg, spec
+        return predictor
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+    @property
+    def num_views(self) -> int:
+        """Views whose own predictions :meth:`window_outputs` returns (0 for a single network)."""
+        n = getattr(self.model, "num_views", 1)
+        return n if n > 1 else 0
+
+    # ------------------------------------------------------------------ tensors
+    def scores(self, image: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, C, *spatial)`` of whole volumes ``(B, 1, *spatial)`` (argmax = label):
+        the Gaussian-weighted sliding window over the model's forward, as validation uses it.
+        Precision is the caller's (inside Lightning, the trainer's autocast)."""
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(
+            image, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap, mode="gaussian"
+        )
+
+    @torch.no_grad()
+    def window_outputs(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's :meth:`predict_window` outputs stitched over whole volumes.
+
+        Args:
+            image: ``(B, 1, *spatial)`` normalised volumes.
+
+        Returns:
+            ``{"probs": (B, C, ...), "uncertainty": (B, 1, ...)}`` plus ``"views"``
+            ``(B, N, C, ...)`` for multi-view models; ``uncertainty`` is the normalised entropy
+            of the stitched window-level fused distribution.
+        """
+        from monai.inferers import sliding_window_inference
+
+        c = len(self.class_names)
+        n = self.num_views
+
+        def window(x: torch.Tensor) -> torch.Tensor:
+            out = self.model.predict_window(x, self.mc_samples, self.precision)
+            probs = out["probs"]
+            parts = [probs] + ([out["views"]] if n else []) + [normalised_entropy(probs)]
+            return torch.cat(parts, 1)  # one tensor: every channel stitched with the same weights
+
+        y = sliding_window_inference(image.to(self.device), self.roi_size, self.sw_batch_size, window,
+                                     overlap=self.overlap, mode="gaussian")
+        result = {"probs": y[:, :c], "uncertainty": y[:, -1:]}
+        if n:
+            result["views"] = y[:, c: c + n * c].reshape(y.shape[0], n, c, *y.shape[2:])
+        return result
+
+    # ------------------------------------------------------------------ volumes
+    def normalise(self, array: np.ndarray) -> np.ndarray:
+        """The run's intensity normalisation of one volume."""
+        from medssl.data.intensity import fit_intensity
+
+        return fit_intensity(array, self.intensity, self.ct_window)(np.asarray(array))
+
+    def predict_volume(self, volume, seed: int | str | None = None) -> Prediction:
+        """Predict one :class:`~medssl.data.volume.Volume`; outputs on its own grid and geometry.
+
+        Args:
+            volume: the input.
+            seed: MC-dropout masks are drawn from a generator seeded with this (an int, or a
+                string such as the case name, hashed), so a case's prediction does not depend on
+                which cases came before it (a resumed job gives what an uninterrupted one gives).
+                ``None`` draws from the global RNG.
+        """
+        import contextlib
+        import hashlib
+
+        x = torch.from_numpy(self.normalise(volume.array))[None, None]
+        if isinstance(seed, str):
+            seed = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little") >> 1
+        ctx = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])
+        with ctx:
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            out = self.window_outputs(x)
+        label = out["probs"][0].argmax(0).cpu().numpy().astype(np.uint8)
+        if "views" in out:
+            view_labels = out["views"][0].argmax(1).cpu().numpy().astype(np.uint8)
+        else:
+            view_labels = np.zeros((0, *label.shape), np.uint8)
+        unc = out["uncertainty"][0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+        fg = (label > 0) | (view_labels > 0).any(0)
+        confidence = float(1.0 - (unc[fg].mean() if fg.any() else unc.mean()))
+        return Prediction(label=label, view_labels=view_labels, uncertainty=unc, confidence=confidence, volume=volume)
