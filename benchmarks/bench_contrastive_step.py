@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         opt = model.configure_optimizers()["optimizer"]
         steps = args.warmup + args.repeats
-        dm = PartitionDataModule(cases, cache_dir, c.spatial_dims, cfg.data.patch_size[: c.spatial_dims],
-                                 c.num_volumes, c.num_partitions, steps, seed=0, intensity=cfg.data.intensity)
+        dm = PartitionDataModule(steps, cases=cases, cache_dir=cache_dir, spatial_dims=c.spatial_dims,
+                                 size=cfg.data.patch_size[: c.spatial_dims], num_volumes=c.num_volumes,
+                                 num_partitions=c.num_partitions, seed=0, intensity=cfg.data.intensity)
         loader = dm.train_dataloader()
         vols = loader.dataset.vols
         for i in range(len(vols.cases)):  # per-case intensity statistics: once per process, as in any run

@@ -21,7 +21,6 @@ Only one input channel is supported for now.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,17 +79,14 @@ class DatasetSpec:
 
 
 def read_dataset_json(root: str | Path) -> DatasetSpec:
+    from medssl.core.jsonfile import read_json
+
     path = Path(root) / "dataset.json"
     if not Path(root).is_dir():
         raise DataError("dataset folder not found", root)
     if not path.is_file():
         raise DataError("no dataset.json: not a medssl/nnU-Net dataset folder (see `medssl sample-data`)", root)
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"is not valid JSON ({exc})", path) from exc
-    if not isinstance(raw, dict):
-        raise DataError("must be a JSON object", path)
+    raw = read_json(path)
     labels = raw.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise DataError("needs a 'labels' object mapping class names to integer values", path)
@@ -113,9 +109,9 @@ def read_dataset_json(root: str | Path) -> DatasetSpec:
 
 
 def write_dataset_json(root: str | Path, spec: DatasetSpec) -> Path:
-    from medssl.core.atomic import write_atomic_text
+    from medssl.core.jsonfile import write_json
 
-    return write_atomic_text(Path(root) / "dataset.json", json.dumps(spec.to_json(), indent=2) + "\n")
+    return write_json(Path(root) / "dataset.json", spec.to_json())
 
 
 def list_cases(root: str | Path, split: str, spec: DatasetSpec | None = None) -> list[Case]:

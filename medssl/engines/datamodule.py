@@ -49,12 +49,8 @@ class SegDataModule(pl.LightningDataModule):
         self.fg_fraction, self.intensity, self.ct_window = fg_fraction, intensity, tuple(ct_window)
         self.num_workers = num_workers
 
-    def _loader_kwargs(self) -> dict:
-        return dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
-        rank = self.trainer.global_rank if self.trainer else 0
         ds = PatchDataset(
             self.train_cases, self.cache_dir, self.patch_size, self.max_steps * self.batch_size * world,
             seed=self.seed, fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
@@ -65,10 +61,7 @@ class SegDataModule(pl.LightningDataModule):
                 intensity=self.intensity, ct_window=self.ct_window, labeled=False,
             )
             ds = PairedPatchDataset(ds, unl)
-        trainer = self.trainer
-        sampler = StepSampler(self.max_steps, self.batch_size, rank=rank, world_size=world,
-                              start_step=lambda: trainer.global_step if trainer else 0)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+        return _step_loader(self, ds, self.batch_size, self.num_workers)
 
     def _volumes(self, cases: Sequence[Case]) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
@@ -90,45 +83,37 @@ class PartitionDataModule(pl.LightningDataModule):
     Like :class:`SegDataModule`, the run is one epoch of ``max_steps`` steps whose items are a
     function of (seed, step), so a resumed run continues with the batches it would have drawn.
     There is no validation loader.
+
+    Args:
+        max_steps: optimiser steps of the run.
+        num_workers: DataLoader worker processes.
+        **dataset_kwargs: :class:`~medssl.data.partitions.PartitionDataset`'s arguments (cases,
+            cache_dir, spatial_dims, size, num_volumes, num_partitions, seed, intensity,
+            ct_window) except ``length``, which follows from the steps.
     """
 
-    def __init__(
-        self,
-        cases: Sequence[Case],
-        cache_dir: Path,
-        spatial_dims: int,
-        size: Sequence[int],
-        num_volumes: int,
-        num_partitions: int,
-        max_steps: int,
-        seed: int = 0,
-        intensity: str = "zscore",
-        ct_window: tuple[float, float] = (-1000.0, 1000.0),
-        num_workers: int = 0,
-    ):
+    def __init__(self, max_steps: int, num_workers: int = 0, **dataset_kwargs):
         super().__init__()
-        self.cases, self.cache_dir = list(cases), Path(cache_dir)
-        self.spatial_dims, self.size = spatial_dims, tuple(size)
-        self.num_volumes, self.num_partitions = num_volumes, num_partitions
-        self.max_steps, self.seed = max_steps, seed
-        self.intensity, self.ct_window, self.num_workers = intensity, tuple(ct_window), num_workers
+        self.max_steps, self.num_workers, self.dataset_kwargs = max_steps, num_workers, dataset_kwargs
 
     @property
     def batch_size(self) -> int:
-        return self.num_volumes * self.num_partitions
+        return self.dataset_kwargs["num_volumes"] * self.dataset_kwargs["num_partitions"]
 
     def train_dataloader(self) -> DataLoader:
         from medssl.data.partitions import PartitionDataset
 
         world = self.trainer.world_size if self.trainer else 1
-        rank = self.trainer.global_rank if self.trainer else 0
-        ds = PartitionDataset(
-            self.cases, self.cache_dir, self.spatial_dims, self.size, self.num_volumes, self.num_partitions,
-            length=self.max_steps * self.batch_size * world, seed=self.seed, intensity=self.intensity,
-            ct_window=self.ct_window,
-        )
-        trainer = self.trainer
-        sampler = StepSampler(self.max_steps, self.batch_size, rank=rank, world_size=world,
-                              start_step=lambda: trainer.global_step if trainer else 0)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        ds = PartitionDataset(length=self.max_steps * self.batch_size * world, **self.dataset_kwargs)
+        return _step_loader(self, ds, self.batch_size, self.num_workers)
+
+
+def _step_loader(dm: pl.LightningDataModule, ds, batch_size: int, num_workers: int) -> DataLoader:
+    """A loader whose :class:`StepSampler` shards over DDP ranks and restarts at the trainer's step."""
+    trainer = dm.trainer
+    world = trainer.world_size if trainer else 1
+    rank = trainer.global_rank if trainer else 0
+    sampler = StepSampler(dm.max_steps, batch_size, rank=rank, world_size=world,
+                          start_step=lambda: trainer.global_step if trainer else 0)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)

@@ -59,6 +59,7 @@ from torch import nn
 from medssl.core.runtime import autocast, memory_format_for, warn_bf16_conv3d_on_cpu
 from medssl.core.schedules import lr_factor
 from medssl.errors import DataError, TrainingDiverged
+from medssl.nets.backbones import ARCHS, build_backbone, default_arch_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ CHECKPOINT_NAME = "pretrain.pt"
 LOG_NAME = "pretrain_log.jsonl"
 FORMAT = "medssl-ssl-pretrain/1"
 
-#: backbones :func:`build_backbone` knows
-ARCHS = ("resnet18", "resnet50", "vit_small")
 
 #: AdamW learning rate per 256 images, per method; the default lr is ``BASE_LR * batch / 256``
 #: (the linear scaling rule of Goyal et al. 2017, as SimCLR, BYOL, DINO and MoCo v3 state their
@@ -94,101 +93,6 @@ DINO_VIT_CLIP = 3.0
 
 
 # ----------------------------------------------------------------------------------- helpers
-def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """Bring a ``(N, C, *spatial)`` image tensor to ``channels`` channels by repeating grayscale.
-
-    Args:
-        images: ``(N, C, *spatial)``, any dtype (normally uint8).
-        channels: wanted channel count.
-
-    Returns:
-        ``images`` itself if ``C == channels``; for ``C == 1`` an expanded view
-        ``(N, channels, *spatial)`` that shares memory (indexing a batch from it materialises only
-        the batch; ``torch.cat`` materialises the whole).
-
-    Raises:
-        ValueError: ``C`` is neither ``channels`` nor 1 (RGB is not collapsed to gray here).
-    """
-    if images.ndim < 3:
-        raise ValueError(f"expected (N, C, *spatial) images, got shape {tuple(images.shape)}")
-    c = images.shape[1]
-    if c == channels:
-        return images
-    if c != 1:
-        raise ValueError(f"cannot bring {c}-channel images to {channels} channels; only grayscale (1) is repeated")
-    return images.expand(-1, channels, *images.shape[2:])
-
-
-def union_images(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Concatenate image tensors of several datasets, repeating grayscale ones to the widest channel count.
-
-    For multi-domain pretraining (e.g. BreastMNIST grayscale + DermaMNIST RGB): every part must have
-    the same number of axes and the same spatial size (load every dataset at one ``size``).
-
-    Args:
-        parts: uint8 tensors ``(N_i, C_i, *spatial)`` with ``C_i`` in {1, C}.
-
-    Returns:
-        ``(sum N_i, C, *spatial)`` with ``C = max C_i``, a new contiguous tensor.
-
-    Raises:
-        ValueError: no parts, differing axes / spatial sizes / dtypes, or a channel count other than 1 and C.
-    """
-    parts = list(parts)
-    if not parts:
-        raise ValueError("union_images needs at least one image tensor")
-    first = parts[0]
-    for i, p in enumerate(parts):
-        if p.ndim != first.ndim or p.shape[2:] != first.shape[2:]:
-            raise ValueError(
-                f"part {i} has shape {tuple(p.shape)}, part 0 {tuple(first.shape)}: every dataset needs the same "
-                "spatial size (load them at one size)"
-            )
-        if p.dtype != first.dtype:
-            raise ValueError(f"part {i} has dtype {p.dtype}, part 0 {first.dtype}")
-    channels = max(p.shape[1] for p in parts)
-    return torch.cat([to_channels(p, channels) for p in parts])
-
-
-def build_backbone(arch: str, spatial_dims: int, in_channels: int, **arch_kwargs: Any) -> nn.Module:
-    """A backbone from :data:`ARCHS` with ``out_dim``.
-
-    Args:
-        arch: ``"resnet18"`` / ``"resnet50"`` (MONAI ResNet, ``medssl.nets.resnet``; keyword
-            ``small_input``) or ``"vit_small"`` (``medssl.nets.vit.build_vit`` with its defaults:
-            192 wide, 6 blocks, 3 heads, about 2.7M parameters; keywords ``image_size``,
-            ``patch_size``). ``vit_small`` names medssl's small ViT, not DeiT's ViT-S/16.
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        **arch_kwargs: the keywords above.
-    """
-    if arch in ("resnet18", "resnet50"):
-        from medssl.nets.resnet import build_resnet
-
-        small = bool(arch_kwargs.get("small_input", True))
-        return build_resnet(int(arch[6:]), spatial_dims, in_channels, small_input=small)
-    if arch == "vit_small":
-        from medssl.nets.vit import build_vit
-
-        return build_vit(
-            image_size=int(arch_kwargs.get("image_size", 28)),
-            patch_size=int(arch_kwargs.get("patch_size", 4)),
-            in_channels=in_channels,
-            spatial_dims=spatial_dims,
-        )
-    raise ValueError(f"unknown arch {arch!r}; available: {', '.join(ARCHS)}")
-
-
-def default_arch_kwargs(arch: str, image_size: int) -> dict[str, Any]:
-    """Arch settings for an image side: ResNet small 3x3 stem for sides <= 32 (MedMNIST 28 px;
-    the 7x7/2 + max-pool stem would leave 7 px before the first block), the standard stem from 64 px;
-    ViT patch 4 up to 32 px (49 tokens at 28), 8 up to 64 px, else 16 (ViT-B/16's)."""
-    if arch.startswith("resnet"):
-        return {"small_input": image_size <= 32}
-    patch = 4 if image_size <= 32 else 8 if image_size <= 64 else 16
-    return {"image_size": image_size, "patch_size": patch}
-
-
 def default_lr(method: str, arch: str, batch_size: int) -> float:
     """AdamW learning rate: :data:`BASE_LR` (MoCo v3 on a ViT: 1.5e-4) times ``batch_size / 256``."""
     base = 1.5e-4 if (method == "mocov3" and arch.startswith("vit")) else BASE_LR.get(method, 1e-3)
@@ -831,8 +735,6 @@ __all__ = [
     "make_views",
     "memory_format_for",
     "pretrain_ssl",
-    "to_channels",
     "train_step",
-    "union_images",
     "warmup_cosine",
 ]

@@ -117,8 +117,10 @@ def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path):
     common = dict(seed=tc.seed, intensity=d.intensity, ct_window=d.ct_window, num_workers=d.num_workers)
     if model.data_kind == "partitions":
         sd = model.net.spatial_dims
-        return PartitionDataModule(splits.pretraining_pool(), cache_dir, sd, d.patch_size[:sd], model.num_volumes,
-                                   model.num_partitions, tc.max_steps, **common)
+        return PartitionDataModule(
+            tc.max_steps, num_workers=common.pop("num_workers"), cases=splits.pretraining_pool(), cache_dir=cache_dir,
+            spatial_dims=sd, size=d.patch_size[:sd], num_volumes=model.num_volumes,
+            num_partitions=model.num_partitions, **common)
     return SegDataModule(
         splits.train, splits.val, cache_dir, d.patch_size, d.batch_size, tc.max_steps, fg_fraction=d.fg_fraction,
         unlabeled_cases=splits.unlabeled if model.uses_unlabeled else (), test_cases=splits.test, **common,

@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from medssl.errors import DataError
+from medssl.eval.tables import markdown_table, sd_cell
 
 
 def final_metrics(run: Path) -> dict:
@@ -42,15 +43,6 @@ def _load_run(run: Path) -> tuple[str, dict, int]:
         raise DataError("not a finished medssl run (needs config.yaml and metrics.json)", run)
     cfg = yaml.safe_load(cfg_path.read_text())
     return cfg.get("name", run.name), final_metrics(run), cfg.get("trainer", {}).get("seed", 0)
-
-
-def _stat(values: list[float]) -> str:
-    vals = [v for v in values if v is not None and v == v]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, dict]:
@@ -85,15 +77,16 @@ def compare_runs(runs: list[Path], baseline: str | None = None) -> tuple[str, di
         raise DataError(f"baseline recipe {baseline!r} is not among the runs ({', '.join(summary)})")
     base_mean = statistics.mean(summary[baseline]["dice_mean"])
     base_by_seed = dict(zip(summary[baseline]["seeds"], [m["dice_mean"] for m, _ in sorted(groups[baseline], key=lambda t: t[1])]))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name, s in summary.items():
         delta = statistics.mean(s["dice_mean"]) - base_mean
         paired = [m["dice_mean"] - base_by_seed[seed] for m, seed in sorted(groups[name], key=lambda t: t[1]) if seed in base_by_seed]
         paired_txt = "—" if name == baseline or not paired else " ".join(f"{d:+.3f}" for d in paired)
-        row = [name, ",".join(map(str, s["seeds"])), _stat(s["dice_mean"]), *[_stat(s[f"dice_{c}"]) for c in classes],
-               _stat(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}", paired_txt,
-               _stat(s["val_dice_mean"])]
-        lines.append("| " + " | ".join(row) + " |")
+        row = [name, ",".join(map(str, s["seeds"])), sd_cell(s["dice_mean"]), *[sd_cell(s[f"dice_{c}"]) for c in classes],
+               sd_cell(s["hd95_mean"]), "—" if name == baseline else f"{delta:+.3f}", paired_txt,
+               sd_cell(s["val_dice_mean"])]
+        rows.append(row)
+    lines = markdown_table(header, rows)
     note = ("\nMean ± sample standard deviation over seeds (the seed sets initialisation and patch order; the "
             "labeled cases are the same in every run unless the recipe draws them per seed). Dice and HD95 on the "
             "labeled test split, read once per run with the checkpoint selected on the val split (last column: the "

@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from medssl.errors import DataError
+from medssl.eval.tables import sd_cell
 
 #: recipe label -> what it means (rows of the summary, in this order)
 INITS = {
@@ -37,14 +38,6 @@ def _dice(run: Path) -> float:
     from medssl.eval.compare import final_metrics
 
     return float(final_metrics(run)["dice_mean"])
-
-
-def _cell(vals: list[float]) -> str:
-    if not vals:
-        return "—"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def collect(root: Path, labeled: list[int]) -> dict[str, dict[int, list[float]]]:
@@ -104,7 +97,7 @@ def build_report(root: Path, labeled: list[int], png_name: str | None = None) ->
     lines.append("| initialisation | " + " | ".join(f"N = {n}" for n in labeled) + " |")
     lines.append("|---|" + "---|" * len(labeled))
     for init, row in table.items():
-        lines.append(f"| {INITS[init]} | " + " | ".join(_cell(row[n]) for n in labeled) + " |")
+        lines.append(f"| {INITS[init]} | " + " | ".join(sd_cell(row[n], empty="—") for n in labeled) + " |")
     lines.append("")
     if png_name:
         lines += [f"![Dice vs labeled volumes]({png_name})", ""]

@@ -1,11 +1,12 @@
 """One predictor for every consumer of a trained segmentation model.
 
 In the manner of nnU-Net's ``nnUNetPredictor``: a :class:`Predictor` is built from a model (or
-from a checkpoint, :meth:`Predictor.from_checkpoint`) and does preprocessing (the run's
+from a checkpoint, :func:`medssl.inference.load.load_predictor`) and does preprocessing (the run's
 intensity normalisation), Gaussian-weighted sliding-window inference (MONAI's
 ``sliding_window_inference``), the model's own ensembling (UMCT's views, MC-dropout passes: the
 method's :meth:`~medssl.methods.base.SegmentationMethod.predict_window`) and the mapping back to
-the input's geometry. Training validation and the final test (:meth:`Predictor.scores`),
+the input's geometry. This module imports no method and no engine: a method's validation
+builds a Predictor around itself (:meth:`~medssl.methods.base.SegmentationMethod.predictor`). Training validation and the final test (:meth:`Predictor.scores`),
 pseudo-labelling (:meth:`Predictor.predict_volume`) and batch inference all call it, so they
 cannot drift apart.
 
@@ -19,13 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from medssl.errors import DataError
 
 
 @dataclass
@@ -75,6 +74,10 @@ class Predictor:
         device: where the network runs.
     """
 
+    #: set by :func:`medssl.inference.load.load_predictor`: the run's config and dataset spec
+    config = None
+    spec = None
+
     def __init__(
         self,
         model,
@@ -93,47 +96,6 @@ class Predictor:
         self.intensity, self.ct_window = intensity, tuple(ct_window)
         self.precision, self.mc_samples = precision, int(mc_samples)
         self.device = torch.device(device)
-
-    # ------------------------------------------------------------------ building
-    @classmethod
-    def from_checkpoint(
-        cls, checkpoint: str | Path, mc_samples: int | None = None, device: str | torch.device = "cpu"
-    ) -> Predictor:
-        """Rebuild a run's model from its checkpoint (weights-only load, config stored inside).
-
-        Raises:
-            DataError: unreadable file, or not a medssl segmentation checkpoint.
-        """
-        from medssl.core.weights import load_checkpoint
-        from medssl.data.dataset import DatasetSpec
-        from medssl.methods import build_method
-
-        ckpt = load_checkpoint(checkpoint)
-        state = ckpt.get("medssl")
-        if not isinstance(state, dict) or "config" not in state or "dataset" not in state:
-            raise DataError("is not a medssl training checkpoint (no stored config)", checkpoint)
-        from medssl.config import build_config
-
-        raw = dict(state["config"])
-        raw.get("umct", {}).pop("init_2d", None)  # weights come from the checkpoint itself
-        raw.pop("init_from", None)
-        raw.get("val", {}).pop("split", None)  # a run from before the val/test separation still predicts
-        cfg = build_config(raw, source=str(checkpoint))
-        d = state["dataset"]
-        spec = DatasetSpec(d["name"], d["labels"], d["channel_names"], d.get("file_ending", ".nii.gz"), d.get("numTraining"))
-        model = build_method(cfg, spec)
-        if model.is_pretraining:
-            raise DataError("is a pretraining stage's checkpoint; it predicts no segmentation", checkpoint)
-        model.load_state_dict(ckpt["state_dict"])
-        model.eval().to(device)
-        mc = mc_samples or getattr(model, "mc_samples", 1)  # UMCT: its training K
-        predictor = cls(
-            model, roi_size=model.roi_size, sw_batch_size=model.sw_batch_size, overlap=model.overlap,
-            intensity=cfg.data.intensity, ct_window=cfg.data.ct_window, precision=cfg.trainer.precision,
-            mc_samples=mc, device=device,
-        )
-        predictor.config, predictor.spec = cfg, spec
-        return predictor
 
     @property
     def class_names(self) -> list[str]:

@@ -45,11 +45,11 @@ def export_pseudo_labels(
     from medssl.data.cache import VolumeCache
     from medssl.data.dataset import list_cases, read_dataset_json
     from medssl.data.io import write_volume
-    from medssl.inference.predictor import Predictor
+    from medssl.inference.load import load_predictor
     from medssl.inference.review_manifest import ReviewCase, ReviewManifest
 
     tune_allocator()
-    predictor = Predictor.from_checkpoint(checkpoint, mc_samples=mc_samples)
+    predictor = load_predictor(checkpoint, mc_samples=mc_samples)
     cfg, spec = predictor.config, predictor.spec
     data_spec = read_dataset_json(data)
     if data_spec.labels != spec.labels:

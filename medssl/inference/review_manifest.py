@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,16 +161,12 @@ class ReviewManifest:
     @classmethod
     def read(cls, path: str | Path) -> ReviewManifest:
         """Read and validate ``manifest.json`` (or the folder holding it)."""
+        from medssl.core.jsonfile import read_json
+
         path = Path(path)
         if path.is_dir():
             path = path / "manifest.json"
-        if not path.is_file():
-            raise DataError("pseudo-label manifest not found", path)
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"is not valid JSON ({exc})", path) from exc
-        return cls.from_json(raw, path)
+        return cls.from_json(read_json(path, "pseudo-label manifest not found", kind=None), path)
 
     def to_json(self) -> dict:
         return {"format": self.format, "created": self.created, "checkpoint": self.checkpoint, "dataset": self.dataset,
@@ -179,14 +174,14 @@ class ReviewManifest:
 
     def write(self, path: str | Path | None = None) -> Path:
         """Validate and write atomically (a reviewer and training may read it at any time)."""
-        from medssl.core.atomic import write_atomic_text
+        from medssl.core.jsonfile import write_json
 
         path = Path(path) if path is not None else self.path
         if path is None:
             raise ValueError("no path to write the manifest to")
         ReviewManifest.from_json(self.to_json(), path)  # never write what could not be read back
         self.path = path
-        return write_atomic_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+        return write_json(path, self.to_json())
 
     # ------------------------------------------------------------------ cases
     def resolve(self, value: str) -> Path:

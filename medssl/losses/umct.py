@@ -24,6 +24,9 @@ numbers, so check the numbers against the PDF before quoting them elsewhere):
   ``U_e(y) ~ 1/K sum_k y_k^2 - (1/K sum_k y_k)^2``, the variance of K stochastic passes:
   :func:`mc_statistics` with ``kind="variance"``.
 
+One file on purpose: the statistics, the fusion (training's leave-one-out and test time's over all
+views), the confidence, the ramp and the losses share this equation map and its departures.
+
 Where this module departs from, or has to fill in, the paper (each is repeated where it applies):
 
 * The paper sums over views in Eqs. (2)-(3); we average (divide by N), so the loss scale does

@@ -17,7 +17,18 @@ FORBIDDEN = {
     "nets": {"data", "losses", "methods", "engines", "inference", "medmnist", "eval", "config", "cli"},
     "losses": {"data", "methods", "engines", "inference", "medmnist", "eval", "config", "cli"},
     "inference": {"engines", "medmnist", "cli"},
+    "methods": {"engines", "medmnist", "cli"},
+    "eval": {"engines", "methods", "inference", "medmnist", "cli"},
+    "engines": {"cli"},
+    "medmnist": {"cli"},
 }
+#: modules that sit below the layer of their package: (module, forbidden medssl sub-packages)
+MODULE_RULES = [
+    # the predictor is what a method's validation calls: it may not reach back up to methods
+    ("inference/predictor.py", {"methods", "engines", "inference", "medmnist", "cli", "config"}),
+]
+#: what methods may import from inference (the predictor only)
+METHODS_MAY_IMPORT = {"medssl.inference.predictor"}
 NO_LIGHTNING = {"core", "data", "transforms", "nets", "losses", "inference"}
 
 
@@ -43,6 +54,15 @@ def test_layer_imports_only_downward(sub):
             parts = name.split(".")
             if parts[0] == "medssl" and len(parts) > 1 and parts[1] in FORBIDDEN[sub]:
                 bad.append(f"{path.relative_to(PKG)} imports {name}")
+            if sub == "methods" and name.startswith("medssl.inference") and name not in METHODS_MAY_IMPORT:
+                bad.append(f"{path.relative_to(PKG)} imports {name} (methods may use only the predictor)")
             if sub in NO_LIGHTNING and parts[0] in ("pytorch_lightning", "lightning"):
                 bad.append(f"{path.relative_to(PKG)} imports {name} (Lightning stays in engines/ and methods/)")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("module,forbidden", MODULE_RULES)
+def test_module_below_its_package(module, forbidden):
+    bad = [n for n in _imports(PKG / module) if n.split(".")[0] == "medssl" and len(n.split(".")) > 1
+           and n.split(".")[1] in forbidden]
+    assert not bad, f"{module} imports {bad}"
