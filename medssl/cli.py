@@ -177,10 +177,10 @@ def train(
 
 @app.command("pseudo-label")
 def pseudo_label(
-    checkpoint: Annotated[Path, typer.Option(help="A UMCT run's checkpoint (best.ckpt or last.ckpt).")],
+    checkpoint: Annotated[Path, typer.Option(help="A segmentation run's checkpoint (best.ckpt); UMCT runs add views and MC uncertainty.")],
     data: Annotated[Path, typer.Option(help="Dataset folder whose unlabeled images to label.")],
     out: Annotated[Path, typer.Option(help="Output folder (labels/, views/, uncertainty/, manifest.json).")],
-    split: Annotated[str, typer.Option(help="Which images: unlabeled, train or test.")] = "unlabeled",
+    split: Annotated[str, typer.Option(help="Which images: unlabeled, train, val or test.")] = "unlabeled",
     mc_samples: Annotated[Optional[int], typer.Option(help="MC-dropout passes (default: the run's).")] = None,
 ) -> None:
     """Fused pseudo-labels, each view's prediction, uncertainty and confidence per case, with a review manifest."""
@@ -196,7 +196,7 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(help="Write the markdown table here.")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Recipe name to compare against.")] = None,
 ) -> None:
-    """Table of Dice / HD95 per recipe: mean ± std over seeds, difference to a baseline recipe."""
+    """Table of test Dice / HD95 per recipe (checkpoints selected on val): mean ± sd over seeds, difference to a baseline."""
     from medssl.core.atomic import write_atomic_text
     from medssl.eval.compare import compare_runs
 
