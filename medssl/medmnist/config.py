@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from medssl.config import Strict, build_config, load_raw
 
-#: SSL method names accepted by a pretraining entry (the keys of ``medssl.methods.ssl.SSL_METHODS``,
+#: SSL method names accepted by a pretraining entry (the keys of ``medssl.methods.image_ssl.SSL_METHODS``,
 #: spelled out so that reading a config does not import torch; a test keeps the two in step),
 #: plus ``"none"``: no pretraining, the entry's ``init`` weights are evaluated as they are.
 MEDMNIST_SSL_METHODS = ("simclr", "mocov3", "byol", "simsiam", "dino", "barlow", "vicreg", "nnclr", "supervised")
@@ -161,7 +161,7 @@ class MedMNISTReportConfig(Strict):
 
 
 def _medmnist_flag(flag: str) -> str:
-    from medssl.data.medmnist import flag_info  # numpy + json only; no torch
+    from medssl.medmnist.files import flag_info  # json only; no torch
     from medssl.errors import DataError
 
     try:
@@ -188,7 +188,7 @@ class MedMNISTEvalConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from medssl.data.medmnist import flag_info
+        from medssl.medmnist.files import flag_info
 
         flags = self.datasets
         if len(set(flags)) != len(flags):

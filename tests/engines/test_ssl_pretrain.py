@@ -17,8 +17,6 @@ from medssl.engines.ssl_pretrain import (
     init_backbone_weights,
     load_backbone,
     pretrain_ssl,
-    to_channels,
-    union_images,
     warmup_cosine,
 )
 from medssl.errors import DataError
@@ -151,21 +149,6 @@ def test_bad_inputs():
         pretrain_ssl("supervised", images(), "unused", batch_size=16)
     with pytest.raises(ValueError, match="unknown method"):
         pretrain_ssl("simclr2", images(), "unused")
-
-
-def test_channels_and_union():
-    gray, rgb = images(n=3), images(n=2, channels=3, seed=1)
-    assert to_channels(rgb, 3) is rgb
-    up = to_channels(gray, 3)
-    assert up.shape == (3, 3, 16, 16) and all(torch.equal(up[:, c], gray[:, 0]) for c in range(3))
-    u = union_images([gray, rgb])
-    assert u.shape == (5, 3, 16, 16) and u.dtype == torch.uint8 and u.is_contiguous()
-    assert torch.equal(u[3:], rgb) and torch.equal(u[:3, 2], gray[:, 0])
-    assert union_images([gray, gray]).shape == (6, 1, 16, 16)
-    with pytest.raises(ValueError, match="same spatial size"):
-        union_images([gray, images(n=1, side=28)])
-    with pytest.raises(ValueError, match="only grayscale"):
-        to_channels(rgb, 1)
 
 
 def test_foreign_weights_with_conv1_channel_adaptation(tmp_path):

@@ -20,7 +20,7 @@ The ``results`` structure consumed here (and written by :func:`write_results`)::
 ``fraction`` is the label fraction in (0, 1] (shown as 1 %, 10 %, 100 %). Metrics are fractions
 in [0, 1]; a missing or ``None`` metric (``results.json`` stores ``nan`` as ``null``) is left out
 of its mean. Every table cell is ``mean ± h (n=k)``: the mean over the ``k`` seeds and the
-half-width ``h`` of the 95 % Student-t interval (:func:`medssl.eval.metrics.mean_ci`); with one
+half-width ``h`` of the 95 % Student-t interval (:func:`medssl.eval.tables.mean_ci`); with one
 seed only ``mean (n=1)``.
 
 Published baselines: a record is a *supervised* row when its method is ``"supervised"`` or starts
@@ -31,7 +31,6 @@ in an extra column, and each dataset section lists the published numbers in a ta
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from medssl.core.atomic import write_atomic_bytes, write_atomic_text
-from medssl.eval.metrics import mean_ci
+from medssl.eval.tables import ci_cell, markdown_table, mean_ci, write_csv
 
 __all__ = ["PUBLISHED_MEDMNIST_V2", "auto_baseline", "render_report", "write_results"]
 
@@ -78,17 +77,6 @@ def _plain(value):
     return value
 
 
-def _csv(rows: list[dict], first: list[str], skip: tuple[str, ...] = ()) -> str:
-    extra = sorted({k for r in rows for k in r if k not in first and k not in skip})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=first + extra, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                         for k, v in row.items() if k not in skip})
-    return buf.getvalue()
-
-
 def write_results(results: dict, out_dir: str | Path) -> list[Path]:
     """Write ``results.json`` (everything) and ``results.csv`` (one row per record) atomically;
     also ``ood.csv`` (one row per OOD record, without the ROC points) when there are OOD records.
@@ -103,9 +91,9 @@ def write_results(results: dict, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     plain = _plain(results)
     paths = [write_atomic_text(out_dir / "results.json", json.dumps(plain, indent=1) + "\n"),
-             write_atomic_text(out_dir / "results.csv", _csv(plain.get("records", []), RECORD_COLUMNS))]
+             write_csv(out_dir / "results.csv", plain.get("records", []), RECORD_COLUMNS)]
     if plain.get("ood"):
-        paths.append(write_atomic_text(out_dir / "ood.csv", _csv(plain["ood"], OOD_COLUMNS, skip=("roc",))))
+        paths.append(write_csv(out_dir / "ood.csv", plain["ood"], OOD_COLUMNS, skip=("roc",)))
     return paths
 
 
@@ -114,16 +102,6 @@ def write_results(results: dict, out_dir: str | Path) -> list[Path]:
 
 def _num(v) -> float:
     return math.nan if v is None else float(v)
-
-
-def _cell(values: list, signed: bool = False) -> str:
-    """``mean ± CI half-width (n=...)`` over seeds; ``signed`` for differences (``+0.050``)."""
-    mean, half = mean_ci([_num(v) for v in values])
-    n = sum(not math.isnan(_num(v)) for v in values)
-    if n == 0:
-        return "n/a"
-    m = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return f"{m} (n=1)" if n == 1 else f"{m} ± {half:.3f} (n={n})"
 
 
 def _pct(fraction: float) -> str:
@@ -142,10 +120,6 @@ def _arch_name(key: str) -> str:
 
 def _is_supervised(method: str) -> bool:
     return str(method).startswith("supervised")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _unique(values) -> list:
@@ -186,7 +160,7 @@ def _paired_rows(rows: list[dict], baseline: str) -> list[list[str]]:
             a, b = np.asarray(pairs).T
             diff = a - b
             p = ttest_rel(a, b).pvalue if len(diff) > 1 and np.ptp(diff) > 0 else math.nan
-            out.append([_pct(fraction), str(method), _cell(diff.tolist(), signed=True),
+            out.append([_pct(fraction), str(method), ci_cell(diff.tolist(), signed=True),
                         f"{int((diff > 0).sum())}/{len(diff)}",
                         "n/a" if math.isnan(p) else f"{p:.3g}"])
     return out
@@ -300,8 +274,8 @@ def render_report(results: dict, out_dir: str | Path, published: dict | None = N
         lines += [f"## {dataset}", ""]
         if pub:
             lines += ["Published MedMNIST v2 supervised baselines (100 % labels, test split):", ""]
-            lines += _table(["model", "AUC", "ACC"],
-                            [[_arch_name(a), f"{v['auc']:.3f}", f"{v['acc']:.3f}"] for a, v in pub.items()])
+            lines += markdown_table(["model", "AUC", "ACC"],
+                                    [[_arch_name(a), f"{v['auc']:.3f}", f"{v['acc']:.3f}"] for a, v in pub.items()])
             lines.append("")
         rows_ds = [r for r in records if r["dataset"] == dataset]
         for protocol in _unique(r["protocol"] for r in rows_ds):
@@ -314,24 +288,25 @@ def render_report(results: dict, out_dir: str | Path, published: dict | None = N
             for fraction in sorted({f for f, _ in groups}):
                 for method in _unique(m for f, m in groups if f == fraction):
                     grp = groups[(fraction, method)]
-                    row = [_pct(fraction), str(method), *(_cell([r.get(k) for r in grp]) for k in RECORD_COLUMNS[5:])]
+                    row = [_pct(fraction), str(method), *(ci_cell([r.get(k) for r in grp]) for k in RECORD_COLUMNS[5:])]
                     if pub:
                         row.append(_published_cell(grp, pub) if _is_supervised(method) and fraction == 1.0 else "")
                     table.append(row)
-            lines += _table(header, table) + [""]
+            lines += markdown_table(header, table) + [""]
             paired = _paired_rows(rows, baseline) if baseline in {r["method"] for r in rows} else []
             if paired:
                 lines += [f"Test AUROC minus {baseline}'s, paired by seed (same labeled subset): mean ± 95 % CI, "
                           "seeds won, paired t-test p-value.", ""]
-                lines += _table(["fraction", "method", f"Δ AUROC vs {baseline}", "wins", "p"], paired) + [""]
+                lines += markdown_table(["fraction", "method", f"Δ AUROC vs {baseline}", "wins", "p"], paired) + [""]
     if ood:
         lines += ["## Out-of-distribution detection", "",
                   "In-distribution test samples are positives; FPR95 is the fraction of OOD samples accepted "
                   "at the threshold that keeps 95 % of the in-distribution samples (lower is better).", ""]
         groups = _group(ood, ("train", "test", "method", "score"))
-        lines += _table(["train → OOD", "method", "score", *(METRIC_NAMES[k] for k in OOD_COLUMNS[5:])],
-                        [[f"{tr} → {te}", str(m), str(s), *(_cell([r.get(k) for r in grp]) for k in OOD_COLUMNS[5:])]
-                         for (tr, te, m, s), grp in groups.items()])
+        lines += markdown_table(
+            ["train → OOD", "method", "score", *(METRIC_NAMES[k] for k in OOD_COLUMNS[5:])],
+            [[f"{tr} → {te}", str(m), str(s), *(ci_cell([r.get(k) for r in grp]) for k in OOD_COLUMNS[5:])]
+             for (tr, te, m, s), grp in groups.items()])
         lines.append("")
         for train, test in _unique((r["train"], r["test"]) for r in ood):
             rows = [r for r in ood if r["train"] == train and r["test"] == test]

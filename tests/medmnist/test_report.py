@@ -9,8 +9,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from medssl.eval.metrics import mean_ci
-from medssl.eval.report import PUBLISHED_MEDMNIST_V2, render_report, write_results
+from medssl.eval.tables import mean_ci
+from medssl.medmnist.report import PUBLISHED_MEDMNIST_V2, render_report, write_results
 
 
 def _results() -> dict:

@@ -1,4 +1,4 @@
-"""Classification metrics as MedMNIST reports them (ACC, AUROC) plus balanced ACC, and seed CIs.
+"""Classification metrics as MedMNIST reports them (ACC, AUROC) plus balanced ACC.
 
 Conventions follow the official MedMNIST evaluator (``medmnist/evaluator.py``, ``getACC`` and
 ``getAUC``; Yang et al., "MedMNIST v2", Scientific Data 2023), so numbers are comparable with the
@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable
 
 import numpy as np
 
-__all__ = ["TASKS", "normalize_task", "classification_metrics", "mean_ci"]
+__all__ = ["TASKS", "normalize_task", "classification_metrics"]
 
 #: accepted task names -> canonical name. The MedMNIST ``INFO[flag]["task"]`` strings are accepted.
 TASKS: dict[str, str] = {
@@ -123,28 +122,3 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, task: str) -> 
         pred = probs.argmax(1)
         auroc = _nanmean([_auroc((y == c).astype(np.int64), probs[:, c]) for c in np.unique(y)])
     return {"acc": float(np.mean(pred == y)), "balanced_acc": _balanced_acc(y, pred), "auroc": auroc}
-
-
-def mean_ci(values: Iterable[float | None], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval of the mean over seeds.
-
-    ``half_width = t_{(1 + confidence) / 2, n - 1} * s / sqrt(n)`` with ``s`` the sample standard
-    deviation (``ddof=1``). ``None`` and ``nan`` values (e.g. an undefined AUROC) are dropped first.
-
-    Args:
-        values: one number per seed.
-        confidence: coverage of the interval.
-
-    Returns:
-        ``(mean, half_width)``; ``half_width`` is ``nan`` for fewer than two values, and both are
-        ``nan`` for none.
-    """
-    from scipy.stats import t
-
-    vals = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
-    if len(vals) == 0:
-        return math.nan, math.nan
-    if len(vals) == 1:
-        return float(vals[0]), math.nan
-    half = t.ppf(0.5 + confidence / 2, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))
-    return float(vals.mean()), float(half)

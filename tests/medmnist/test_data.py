@@ -21,16 +21,14 @@ import numpy as np
 import pytest
 import torch
 
-from medssl.data import medmnist as mm
-from medssl.data.medmnist import (
-    MedMNISTSplit,
+from medssl.medmnist import files as mm
+from medssl.medmnist.data import MedMNISTSplit, load_medmnist, medmnist_summary
+from medssl.medmnist.files import (
     download_medmnist,
     flag_info,
-    load_medmnist,
     medmnist_flags,
     medmnist_info,
     medmnist_path,
-    medmnist_summary,
     medmnist_url,
     resolve_root,
 )
@@ -176,40 +174,56 @@ def test_summary(mm_root: Path):
 
 
 def test_shared_folder_is_never_written(mm_root: Path):
-    """The shared data is read-only: no md5 sidecar may appear there (even when run as root)."""
+    """The shared data is the user's: nothing may appear there (md5 records go to the cache folder)."""
+    before = sorted(p.name for p in mm_root.iterdir())
     for f in ("breastmnist", "adrenalmnist3d"):
         mm._MD5_CACHE.clear()
         load_medmnist(f, "val", root=mm_root)
-    assert not list(mm_root.glob(".*")), "sidecar files written into the shared data folder"
+    assert sorted(p.name for p in mm_root.iterdir()) == before
 
 
 # -------------------------------------------------------------------------------- md5 cache
-def test_md5_sidecar_cache(breast_copy: Path, monkeypatch: pytest.MonkeyPatch):
+def test_md5_cache_lives_in_the_cache_folder(breast_copy: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
+    """Verification of a copy in a WRITABLE folder writes nothing there: the md5 record goes to
+    $MEDSSL_CACHE/md5, keyed by the resolved path, and a new process reads it instead of rehashing."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MEDSSL_CACHE", str(cache))
     path = breast_copy / "breastmnist.npz"
+    listing = sorted(p.name for p in breast_copy.iterdir())
     mm._MD5_CACHE.clear()
-    load_medmnist("breastmnist", "test", root=breast_copy)
-    side = breast_copy / ".breastmnist.npz.md5.json"
-    assert json.loads(side.read_text())["md5"] == BREAST_MD5
+    assert load_medmnist("breastmnist", "test", root=breast_copy).md5 == BREAST_MD5
+    assert sorted(p.name for p in breast_copy.iterdir()) == listing  # the data folder is untouched
+    record = mm.md5_record_path(path)
+    assert record.parent == cache / "md5" and record.is_file()
+    rec = json.loads(record.read_text())
+    assert rec == {"path": str(path.resolve()), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
+                   "md5": BREAST_MD5}
+    assert [p.name for p in record.parent.iterdir()] == [record.name]  # written atomically: no temporary left
 
     def no_hashing(*a, **k):
         raise AssertionError("rehashed a file whose md5 is cached")
 
-    mm._MD5_CACHE.clear()  # a new process: only the sidecar is left
+    mm._MD5_CACHE.clear()  # a new process: only the record is left
     monkeypatch.setattr(mm.hashlib, "md5", no_hashing)
     assert load_medmnist("breastmnist", "val", root=breast_copy).md5 == BREAST_MD5
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # file changed
     with pytest.raises(AssertionError, match="rehashed"):
         load_medmnist("breastmnist", "val", root=breast_copy)
+    assert sorted(p.name for p in breast_copy.iterdir()) == listing
 
 
-def test_no_sidecar_in_read_only_folder(breast_copy: Path):
+def test_read_only_cache_folder_only_loses_the_record(breast_copy: Path, tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.mktemp("ro_cache")
+    (cache / "md5").mkdir()
+    (cache / "md5").chmod(0o555)
+    monkeypatch.setenv("MEDSSL_CACHE", str(cache))
     mm._MD5_CACHE.clear()
-    breast_copy.chmod(0o555)
     try:
         assert load_medmnist("breastmnist", "val", root=breast_copy).md5 == BREAST_MD5
-        assert not (breast_copy / ".breastmnist.npz.md5.json").exists()
+        if os.geteuid() != 0:  # root writes anyway
+            assert not list((cache / "md5").iterdir())
     finally:
-        breast_copy.chmod(0o755)
+        (cache / "md5").chmod(0o755)
 
 
 # --------------------------------------------------------------------- layouts (fake files)
@@ -364,7 +378,7 @@ def test_download_verifies_and_renames(mm_root: Path, tmp_path: Path, local_serv
         download_medmnist("adrenalmnist3d", root=root)
     with pytest.raises(DataError, match="HTTP 404"):
         download_medmnist("adrenalmnist3d", 64, root=root)
-    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".breastmnist.npz.md5")) == ["breastmnist.npz"]
+    assert sorted(p.name for p in root.iterdir()) == ["breastmnist.npz"]
 
 
 # ------------------------------------------------------------------------------------- CLI

@@ -1,4 +1,6 @@
-"""Evaluation protocols for a pretrained backbone: linear probe, weighted kNN, full fine-tuning.
+"""Evaluation protocols for a pretrained backbone: linear probe and weighted kNN on frozen
+features; the selection rule and the helpers they share with fine-tuning
+(:mod:`medssl.medmnist.finetune`).
 
 The linear probe and kNN work on precomputed features (one forward pass of the frozen backbone,
 done by the caller), so this module does not care how features are produced. Fine-tuning trains
@@ -11,30 +13,62 @@ split with one class); on a full tie the first candidate in grid order (or the e
 kept. The test split is only predicted with the selected candidate; nothing is retrained on
 train + val.
 
-Outputs are probabilities in the layout :func:`medssl.eval.metrics.classification_metrics`
+The linear probe and kNN take a :class:`ProbeData`: train / val features with labels and test
+features WITHOUT labels, so the test split cannot reach a selection by construction (a test in
+``tests/medmnist/test_run.py`` also permutes the test labels of a whole run and finds the same
+selections).
+
+Outputs are probabilities in the layout :func:`medssl.medmnist.metrics.classification_metrics`
 expects: ``(N, C)`` softmax probabilities for binary (``C = 2``) and multi-class tasks, ``(N, L)``
 sigmoid probabilities for multi-label tasks.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from contextlib import nullcontext
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medssl.core.runtime import warn_bf16_conv3d_on_cpu
-from medssl.errors import TrainingDiverged
-from medssl.eval.metrics import classification_metrics, normalize_task
+from medssl.medmnist.metrics import classification_metrics, normalize_task
 
-__all__ = ["linear_probe", "knn_classify", "knn_probe", "fine_tune"]
+__all__ = ["ProbeData", "LinearHead", "fit_linear_head", "linear_probe", "knn_classify", "knn_probe"]
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """What a probe on frozen features sees: train and val features with labels, test features
+    without (the test labels never enter a protocol; the caller scores the returned probabilities).
+
+    Attributes:
+        train: ``(N_train, D)`` features.
+        train_y: ``(N_train,)`` / ``(N_train, 1)`` class labels or ``(N_train, L)`` 0/1 targets.
+        val: ``(N_val, D)`` features.
+        val_y: validation labels, as ``train_y``.
+        test: ``(N_test, D)`` features.
+        task: a name in :data:`medssl.medmnist.metrics.TASKS`.
+    """
+
+    train: ArrayLike
+    train_y: ArrayLike
+    val: ArrayLike
+    val_y: ArrayLike
+    test: ArrayLike
+    task: str
+
+    def tensors(self, device: torch.device, num_classes: int | None):
+        """``(task, x_train, x_val, x_test, y_train, outputs)`` on ``device``: float32 features,
+        train targets as :func:`as_targets` makes them, and the number of outputs."""
+        task = normalize_task(self.task)
+        xtr, xva, xte = (_feats(f, device) for f in (self.train, self.val, self.test))
+        ytr = as_targets(self.train_y, task).to(device)
+        return task, xtr, xva, xte, ytr, _num_outputs(task, num_classes, ytr, as_targets(self.val_y, task))
 
 
 def _feats(x: ArrayLike, device: torch.device) -> torch.Tensor:
@@ -44,7 +78,7 @@ def _feats(x: ArrayLike, device: torch.device) -> torch.Tensor:
     return x.to(device=device, dtype=torch.float32)
 
 
-def _labels(y: ArrayLike, task: str) -> torch.Tensor:
+def as_targets(y: ArrayLike, task: str) -> torch.Tensor:
     """``(N,)`` long class indices, or ``(N, L)`` float targets for multi-label."""
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
     if task == "multilabel":
@@ -66,7 +100,7 @@ def _num_outputs(task: str, num_classes: int | None, *ys: torch.Tensor) -> int:
     return num_classes if num_classes is not None else int(max(int(y.max()) for y in ys)) + 1
 
 
-def _to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
+def to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
     logits = logits.float()
     if task == "multilabel":
         return torch.sigmoid(logits)
@@ -76,7 +110,7 @@ def _to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
     return logits.softmax(1)
 
 
-def _loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+def task_loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     logits = logits.float()
     if task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, y.float())
@@ -85,17 +119,17 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return F.cross_entropy(logits, y)
 
 
-def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:
+def selection_key(metrics: dict[str, float]) -> tuple[float, float]:
     """Validation AUROC first (``nan`` ranks last), ACC second."""
     auroc = metrics["auroc"]
     return (-math.inf if math.isnan(auroc) else auroc, metrics["acc"])
 
 
-def _rng_devices(device: torch.device) -> list:
+def rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     """Index batches of one epoch; shuffled when a generator is given. A trailing batch of one
     sample is dropped (batch norm cannot train on it) unless it is the only batch."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
@@ -108,9 +142,16 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
 # ---------------------------------------------------------------- linear probe
 
 
+def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per feature of the training features (a constant feature's
+    standard deviation is 1: it is only centred)."""
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
 def _train_linear(x: torch.Tensor, y: torch.Tensor, out: int, task: str, lr: float, wd: float, epochs: int,
                   batch_size: int, seed: int) -> nn.Linear:
-    with torch.random.fork_rng(devices=_rng_devices(x.device)):
+    with torch.random.fork_rng(devices=rng_devices(x.device)):
         torch.manual_seed(seed)
         layer = nn.Linear(x.shape[1], out).to(x.device)
     opt = torch.optim.AdamW([{"params": [layer.weight], "weight_decay": wd},
@@ -118,12 +159,12 @@ def _train_linear(x: torch.Tensor, y: torch.Tensor, out: int, task: str, lr: flo
     n = len(x)
     full = batch_size >= n
     generator = None if full else torch.Generator().manual_seed(seed)
-    steps = epochs * len(_batches(n, batch_size, None))
+    steps = epochs * len(epoch_batches(n, batch_size, None))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     for _ in range(epochs):
-        for idx in [slice(None)] if full else _batches(n, batch_size, generator):
+        for idx in [slice(None)] if full else epoch_batches(n, batch_size, generator):
             idx = idx if full else idx.to(x.device)
-            loss = _loss(layer(x[idx]), y[idx], task)
+            loss = task_loss(layer(x[idx]), y[idx], task)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -131,13 +172,44 @@ def _train_linear(x: torch.Tensor, y: torch.Tensor, out: int, task: str, lr: flo
     return layer
 
 
-def linear_probe(
+class LinearHead(nn.Module):
+    """``layer((features - mean) / std)``: a linear head on features standardised as in training."""
+
+    def __init__(self, layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.layer((feats - self.mean) / self.std)
+
+
+def fit_linear_head(
     train_feats: ArrayLike,
     train_y: ArrayLike,
-    val_feats: ArrayLike,
-    val_y: ArrayLike,
-    test_feats: ArrayLike,
     task: str,
+    lr: float,
+    wd: float,
+    epochs: int = 100,
+    batch_size: int = 256,
+    seed: int = 0,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+) -> LinearHead:
+    """The linear layer :func:`linear_probe` trains at one grid point (same seed: the same weights),
+    as a module on raw features, for scoring other data with the selected head (OOD detection)."""
+    task, device = normalize_task(task), torch.device(device)
+    x = _feats(train_feats, device)
+    y = as_targets(train_y, task).to(device)
+    mean, std = _standardizer(x)
+    layer = _train_linear((x - mean) / std, y, _num_outputs(task, num_classes, y), task, lr, wd, epochs,
+                          batch_size, seed)
+    return LinearHead(layer, mean, std)
+
+
+def linear_probe(
+    data: ProbeData,
     lrs: Sequence[float] = (1e-3, 1e-2, 1e-1),
     wds: Sequence[float] = (0.0, 1e-3, 1e-1),
     epochs: int = 100,
@@ -156,12 +228,7 @@ def linear_probe(
     point with the best validation AUROC (see the module doc for ties) predicts the test split.
 
     Args:
-        train_feats: ``(N_train, D)`` features.
-        train_y: ``(N_train,)`` / ``(N_train, 1)`` class labels or ``(N_train, L)`` 0/1 targets.
-        val_feats: ``(N_val, D)`` features.
-        val_y: validation labels, as ``train_y``.
-        test_feats: ``(N_test, D)`` features.
-        task: a name in :data:`medssl.eval.metrics.TASKS`.
+        data: train / val features and labels, test features (:class:`ProbeData`).
         lrs: learning rates to try.
         wds: AdamW weight decays to try.
         epochs: epochs per grid point.
@@ -174,28 +241,24 @@ def linear_probe(
         ``(test_probs, best_params, val_auroc)``: ``(N_test, C)`` or ``(N_test, L)`` probabilities,
         ``{"lr", "wd"}`` of the selected point, and its validation AUROC (``nan`` if undefined).
     """
-    task, device = normalize_task(task), torch.device(device)
-    xtr, xva, xte = (_feats(f, device) for f in (train_feats, val_feats, test_feats))
+    task, xtr, xva, xte, ytr, out = data.tensors(torch.device(device), num_classes)
     if not xtr.shape[1] == xva.shape[1] == xte.shape[1]:
         raise ValueError(f"feature sizes differ: {xtr.shape[1]}, {xva.shape[1]}, {xte.shape[1]}")
-    ytr = _labels(train_y, task).to(device)
-    out = _num_outputs(task, num_classes, ytr, _labels(val_y, task))
-    mean, std = xtr.mean(0), xtr.std(0, unbiased=False)
-    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    mean, std = _standardizer(xtr)
     xtr, xva, xte = ((x - mean) / std for x in (xtr, xva, xte))
     best = None
     for lr in lrs:
         for wd in wds:
             layer = _train_linear(xtr, ytr, out, task, lr, wd, epochs, batch_size, seed)
             with torch.no_grad():
-                metrics = classification_metrics(val_y, _to_probs(layer(xva), task).cpu().numpy(), task)
-            if best is None or _selection_key(metrics) > _selection_key(best[2]):
+                metrics = classification_metrics(data.val_y, to_probs(layer(xva), task).cpu().numpy(), task)
+            if best is None or selection_key(metrics) > selection_key(best[2]):
                 best = (layer, {"lr": lr, "wd": wd}, metrics)
     if best is None:
         raise ValueError("empty hyper-parameter grid")
     layer, params, metrics = best
     with torch.no_grad():
-        test_probs = _to_probs(layer(xte), task).cpu().numpy()
+        test_probs = to_probs(layer(xte), task).cpu().numpy()
     return test_probs, params, metrics["auroc"]
 
 
@@ -261,7 +324,7 @@ def knn_classify(
     device = torch.device(device)
     xtr = _feats(train_feats, device)
     y = torch.as_tensor(np.asarray(train_y) if not isinstance(train_y, torch.Tensor) else train_y)
-    y = _labels(y, "multilabel" if y.ndim == 2 and y.shape[1] > 1 else "multiclass")
+    y = as_targets(y, "multilabel" if y.ndim == 2 and y.shape[1] > 1 else "multiclass")
     if y.ndim == 2 and y.shape[1] != num_classes:
         raise ValueError(f"multi-label targets have {y.shape[1]} labels but num_classes is {num_classes}")
     k = min(k, len(xtr))
@@ -270,12 +333,7 @@ def knn_classify(
 
 
 def knn_probe(
-    train_feats: ArrayLike,
-    train_y: ArrayLike,
-    val_feats: ArrayLike,
-    val_y: ArrayLike,
-    test_feats: ArrayLike,
-    task: str,
+    data: ProbeData,
     ks: Sequence[int] = (10, 20, 50, 100),
     temps: Sequence[float] = (0.07, 0.1, 0.5),
     num_classes: int | None = None,
@@ -288,12 +346,7 @@ def knn_probe(
     small dataset still gets a valid grid. Neighbours are searched once for the largest ``k``.
 
     Args:
-        train_feats: ``(N_train, D)`` features.
-        train_y: training labels (see :func:`knn_classify`).
-        val_feats: ``(N_val, D)`` features.
-        val_y: validation labels.
-        test_feats: ``(N_test, D)`` features.
-        task: a name in :data:`medssl.eval.metrics.TASKS`.
+        data: train / val features and labels, test features (:class:`ProbeData`).
         ks: numbers of neighbours to try.
         temps: temperatures to try.
         num_classes: classes of a multi-class task (default: largest train/val label + 1).
@@ -303,10 +356,8 @@ def knn_probe(
     Returns:
         ``(test_probs, {"k", "temperature"}, val_auroc)``.
     """
-    task, device = normalize_task(task), torch.device(device)
-    xtr, xva, xte = (_feats(f, device) for f in (train_feats, val_feats, test_feats))
-    ytr = _labels(train_y, task).to(device)
-    targets = _vote_targets(ytr, _num_outputs(task, num_classes, ytr, _labels(val_y, task)))
+    task, xtr, xva, xte, ytr, out = data.tensors(torch.device(device), num_classes)
+    targets = _vote_targets(ytr, out)
     ks = sorted({min(k, len(xtr)) for k in ks})
     if not ks or not temps:
         raise ValueError("empty hyper-parameter grid")
@@ -314,151 +365,9 @@ def knn_probe(
     best = None
     for k in ks:
         for t in temps:
-            metrics = classification_metrics(val_y, _vote(sims, idx, targets, k, t).cpu().numpy(), task)
-            if best is None or _selection_key(metrics) > _selection_key(best[1]):
+            metrics = classification_metrics(data.val_y, _vote(sims, idx, targets, k, t).cpu().numpy(), task)
+            if best is None or selection_key(metrics) > selection_key(best[1]):
                 best = ({"k": k, "temperature": t}, metrics)
     params, metrics = best
     sims, idx = _neighbours(xtr, xte, params["k"], chunk_size)
     return _vote(sims, idx, targets, params["k"], params["temperature"]).cpu().numpy(), params, metrics["auroc"]
-
-
-# ---------------------------------------------------------------- fine-tuning
-
-PRECISIONS = {"32": None, "32-true": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
-
-
-def _images(x: ArrayLike) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.ndim < 3:
-        raise ValueError(f"images must have shape (N, C, *spatial), got {tuple(x.shape)}")
-    return x
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-
-
-def _predict(model: nn.Module, images: torch.Tensor, task: str, batch_size: int, device: torch.device,
-             autocast) -> np.ndarray:
-    model.eval()
-    out = []
-    with torch.no_grad(), autocast():
-        for idx in torch.arange(len(images)).split(batch_size):
-            out.append(_to_probs(model(_as_float(images[idx].to(device))), task).cpu())
-    return torch.cat(out).numpy()
-
-
-def fine_tune(
-    backbone: nn.Module,
-    head: nn.Module,
-    train: tuple[ArrayLike, ArrayLike],
-    val: tuple[ArrayLike, ArrayLike],
-    test: ArrayLike | tuple[ArrayLike, ArrayLike],
-    task: str,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    precision: str = "32",
-    seed: int = 0,
-    weight_decay: float = 0.01,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> tuple[np.ndarray, dict]:
-    """Full fine-tuning of ``head(backbone(x))``, keeping the epoch with the best validation AUROC.
-
-    AdamW over all parameters with a per-step cosine schedule to zero. Each batch is made by
-    indexing the in-memory image tensor (no ``DataLoader``, no per-sample work): ``uint8`` images
-    are scaled to [0, 1] (float images are used as they are), moved to ``device``, and, for
-    training batches only, passed through ``augment`` (a batch-level callable, ``(B, C, *spatial)``
-    in and out, which may draw from torch's global generator: that generator is seeded with
-    ``seed`` for the duration of the call and restored afterwards). After every epoch the
-    validation split is scored and the best state (validation AUROC, ties and undefined AUROC by
-    ACC, earliest epoch on a full tie) is copied in memory; at the end it is loaded back into
-    ``backbone`` and ``head``, which are trained in place, and used to predict the test split.
-
-    Args:
-        backbone: maps ``(B, C, *spatial)`` images to ``(B, D)`` features (e.g. a pretrained
-            encoder with pooling).
-        head: maps ``(B, D)`` to ``(B, C)`` logits (binary: ``C = 2``, or 1 logit trained with
-            BCE), or ``(B, L)`` logits for multi-label.
-        train: ``(images, labels)``: ``(N, C, *spatial)`` ``uint8`` (or float) images, labels as in
-            :func:`medssl.eval.metrics.classification_metrics`.
-        val: ``(images, labels)`` for model selection.
-        test: test images, or ``(images, labels)`` (labels are ignored).
-        task: a name in :data:`medssl.eval.metrics.TASKS`.
-        epochs: training epochs.
-        lr: peak AdamW learning rate.
-        batch_size: training batch size (evaluation uses twice this).
-        augment: optional batch augmentation, applied to training batches on ``device``.
-        precision: ``"32"`` or ``"bf16"`` (bfloat16 autocast, also on CPU; losses in float32).
-        seed: seeds batch order, dropout and ``augment`` (not the modules' initialisation, which
-            the caller owns).
-        weight_decay: AdamW weight decay.
-        device: where to train (default: where ``backbone``'s parameters are).
-        progress: show a tqdm bar over epochs.
-
-    Returns:
-        ``(test_probs, history)``: probabilities as :func:`linear_probe` returns them, and
-        ``{"epochs": [{"epoch", "train_loss", "lr", "val_acc", "val_balanced_acc", "val_auroc"}],
-        "best_epoch": int, "best_val": {"acc", "balanced_acc", "auroc"}}`` (epochs count from 1).
-    """
-    from tqdm.auto import tqdm
-
-    task = normalize_task(task)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if device is None:
-        device = next(iter(backbone.parameters()), torch.empty(0)).device
-    device = torch.device(device)
-    dtype = PRECISIONS[precision]
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-    x_train, y_train = _images(train[0]), _labels(train[1], task)
-    warn_bf16_conv3d_on_cpu(device, x_train.ndim - 2, precision)
-    x_val, y_val = _images(val[0]), np.asarray(val[1])
-    x_test = _images(test[0] if isinstance(test, (tuple, list)) else test)
-    if len(x_train) != len(y_train):
-        raise ValueError(f"{len(x_train)} training images but {len(y_train)} labels")
-    model = nn.Sequential(backbone, head).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * len(_batches(len(x_train), batch_size, None))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    generator = torch.Generator().manual_seed(seed)
-    history: dict = {"epochs": [], "best_epoch": 0, "best_val": None}
-    best_state = None
-    with torch.random.fork_rng(devices=_rng_devices(device)):
-        torch.manual_seed(seed)
-        bar = tqdm(range(1, epochs + 1), desc="fine-tune", disable=not progress, leave=False)
-        for epoch in bar:
-            model.train()
-            losses, epoch_lr = [], sched.get_last_lr()[0]
-            for idx in _batches(len(x_train), batch_size, generator):
-                x = _as_float(x_train[idx].to(device))
-                if augment is not None:
-                    x = augment(x)
-                with autocast():
-                    loss = _loss(model(x), y_train[idx].to(device), task)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                if not math.isfinite(losses[-1]):
-                    raise TrainingDiverged(
-                        f"fine-tuning loss is {losses[-1]} at epoch {epoch}, step {len(losses)}: lower the learning "
-                        f"rate (now {lr:g}) or use precision '32' (bf16 Conv3d backward on CPU can return NaN)"
-                    )
-            val_probs = _predict(model, x_val, task, 2 * batch_size, device, autocast)
-            metrics = classification_metrics(y_val, val_probs, task)
-            history["epochs"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
-                                      "lr": epoch_lr, **{f"val_{k}": v for k, v in metrics.items()}})
-            if best_state is None or _selection_key(metrics) > _selection_key(history["best_val"]):
-                best_state = copy.deepcopy(model.state_dict())
-                history["best_epoch"], history["best_val"] = epoch, metrics
-            bar.set_postfix(loss=history["epochs"][-1]["train_loss"], val_auroc=metrics["auroc"])
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return _predict(model, x_test, task, 2 * batch_size, device, autocast), history

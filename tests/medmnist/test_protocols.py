@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medssl.eval.metrics import classification_metrics
-from medssl.eval.protocols import fine_tune, knn_classify, knn_probe, linear_probe
+from medssl.medmnist.finetune import fine_tune
+from medssl.medmnist.metrics import classification_metrics
+from medssl.medmnist.protocols import ProbeData, fit_linear_head, knn_classify, knn_probe, linear_probe
 
 
 def _separable(n: int, d: int = 8, classes: int = 3, seed: int = 0):
@@ -24,29 +25,46 @@ def _separable(n: int, d: int = 8, classes: int = 3, seed: int = 0):
 
 def test_linear_probe_separable_multiclass():
     (xtr, ytr), (xva, yva), (xte, yte) = (_separable(n, seed=s) for n, s in ((120, 1), (60, 2), (60, 3)))
-    probs, params, val_auroc = linear_probe(xtr, ytr, xva, yva, xte, "multi-class", lrs=(1e-2, 1e-1),
-                                            wds=(0.0, 1e-1), epochs=30, batch_size=64)
+    data = ProbeData(xtr, ytr, xva, yva, xte, "multi-class")
+    grid = dict(lrs=(1e-2, 1e-1), wds=(0.0, 1e-1), epochs=30, batch_size=64)
+    probs, params, val_auroc = linear_probe(data, **grid)
     assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert classification_metrics(yte, probs, "multi-class")["auroc"] > 0.99
     assert params["lr"] in (1e-2, 1e-1) and params["wd"] in (0.0, 1e-1)
     assert val_auroc > 0.99
-    again = linear_probe(xtr, ytr, xva, yva, xte, "multi-class", lrs=(1e-2, 1e-1), wds=(0.0, 1e-1), epochs=30,
-                         batch_size=64)
+    again = linear_probe(data, **grid)
     np.testing.assert_array_equal(probs, again[0])
     assert params == again[1]
+    # the selected head rebuilt alone (as the OOD step does) predicts the same test probabilities
+    head = fit_linear_head(xtr, ytr, "multi-class", params["lr"], params["wd"], epochs=30, batch_size=64)
+    with torch.no_grad():
+        np.testing.assert_allclose(head(torch.from_numpy(xte)).softmax(1).numpy(), probs, rtol=1e-5, atol=1e-6)
 
 
 def test_linear_probe_multilabel_and_binary():
     x, y = _separable(200, classes=2, seed=4)
     multi = np.stack([y, 1 - y, (x[:, 0] > np.median(x[:, 0])).astype(int)], 1)
-    probs, _, val_auroc = linear_probe(x[:100], multi[:100], x[100:150], multi[100:150], x[150:], "multilabel",
-                                       lrs=(1e-1,), wds=(0.0,), epochs=50, batch_size=512)
+    data = ProbeData(x[:100], multi[:100], x[100:150], multi[100:150], x[150:], "multilabel")
+    probs, _, val_auroc = linear_probe(data, lrs=(1e-1,), wds=(0.0,), epochs=50, batch_size=512)
     assert probs.shape == (50, 3) and val_auroc > 0.95
     assert classification_metrics(multi[150:], probs, "multilabel")["auroc"] > 0.95
-    probs, _, _ = linear_probe(x[:100], y[:100, None], x[100:150], y[100:150, None], x[150:], "binary",
-                               lrs=(1e-1,), wds=(0.0,), epochs=20)
+    data = ProbeData(x[:100], y[:100, None], x[100:150], y[100:150, None], x[150:], "binary")
+    probs, _, _ = linear_probe(data, lrs=(1e-1,), wds=(0.0,), epochs=20)
     assert probs.shape == (50, 2)
     assert classification_metrics(y[150:], probs, "binary")["auroc"] > 0.99
+
+
+def test_probe_selection_ignores_the_test_features():
+    """Selection sees train and val only: other test features change the test probabilities, never
+    the selected hyper-parameters or their validation AUROC."""
+    (xtr, ytr), (xva, yva), (xte, _) = (_separable(n, seed=s) for n, s in ((60, 1), (40, 2), (40, 3)))
+    noise = np.random.default_rng(7).normal(size=xte.shape).astype(np.float32)
+    for probe, kw in ((linear_probe, dict(lrs=(1e-3, 1e-1), wds=(0.0, 1e-1), epochs=10)),
+                      (knn_probe, dict(ks=(3, 10, 30), temps=(0.07, 0.5)))):
+        a = probe(ProbeData(xtr, ytr, xva, yva, xte, "multi-class"), **kw)
+        b = probe(ProbeData(xtr, ytr, xva, yva, noise, "multi-class"), **kw)
+        assert a[1] == b[1] and a[2] == b[2]
+        assert not np.allclose(a[0], b[0])
 
 
 def test_knn_hand_computed():
@@ -70,7 +88,7 @@ def test_knn_hand_computed():
 
 def test_knn_probe_selects_on_val():
     (xtr, ytr), (xva, yva), (xte, yte) = (_separable(n, seed=s) for n, s in ((40, 1), (30, 2), (30, 3)))
-    probs, params, val_auroc = knn_probe(xtr, ytr, xva, yva, xte, "multi-class", ks=(5, 20, 100))
+    probs, params, val_auroc = knn_probe(ProbeData(xtr, ytr, xva, yva, xte, "multi-class"), ks=(5, 20, 100))
     assert params["k"] in (5, 20, 40) and params["temperature"] in (0.07, 0.1, 0.5)  # 100 capped to N=40
     assert probs.shape == (30, 3) and val_auroc > 0.95
     assert classification_metrics(yte, probs, "multi-class")["auroc"] > 0.95

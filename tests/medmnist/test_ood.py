@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from medssl.eval.ood import MahalanobisScorer, energy, fpr_at_tpr, max_softmax, ood_metrics, roc_curve_points
+from medssl.medmnist.ood import MahalanobisScorer, energy, fpr_at_tpr, max_softmax, ood_metrics, roc_curve_points
 
 
 def test_msp_and_energy_by_hand():

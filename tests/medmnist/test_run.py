@@ -18,10 +18,14 @@ import torch
 from typer.testing import CliRunner
 
 from medssl.config import build_config
-from medssl.medmnist.config import MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, load_medmnist_eval_config
+from medssl.nets.backbones import build_backbone
+from medssl.engines import ssl_pretrain as engine
 from medssl.errors import ConfigError
-from medssl.eval import medmnist_eval as me
-from medssl.eval import protocols
+from medssl.medmnist import features, finetune, protocols
+from medssl.medmnist import run as me
+from medssl.medmnist.config import MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, load_medmnist_eval_config
+from medssl.medmnist.plan import entry_settings
+from medssl.medmnist.transfer import transfer_matrix
 
 N_SPLIT = {"train": 40, "val": 20, "test": 20}
 DATASETS = ["breastmnist", "pneumoniamnist"]
@@ -159,7 +163,7 @@ def test_ood_records_for_the_pair(full_run):
 
 def test_transfer_matrix(full_run):
     _, results = full_run
-    flags, cells = me.transfer_matrix(results, "simclr", 1.0)
+    flags, cells = transfer_matrix(results, "simclr", 1.0)
     assert sorted(flags) == sorted(DATASETS)
     for i in range(2):
         for j in range(2):
@@ -176,27 +180,15 @@ def test_transfer_matrix(full_run):
 
 def _counting(monkeypatch) -> dict:
     calls = {"linear_probe": 0, "knn_probe": 0, "fine_tune": 0, "pretrain_ssl": 0, "forward": 0}
-    for name in ("linear_probe", "knn_probe", "fine_tune"):
-        real = getattr(protocols, name)
+    for module, name in ((protocols, "linear_probe"), (protocols, "knn_probe"), (finetune, "fine_tune"),
+                         (engine, "pretrain_ssl"), (features, "forward")):
+        real = getattr(module, name)
 
         def wrapped(*a, _real=real, _name=name, **k):
             calls[_name] += 1
             return _real(*a, **k)
 
-        monkeypatch.setattr(protocols, name, wrapped)
-    engine = me._engine()
-    real_pretrain, real_forward = engine.pretrain_ssl, me._forward
-
-    def pretrain(*a, **k):
-        calls["pretrain_ssl"] += 1
-        return real_pretrain(*a, **k)
-
-    def forward(*a, **k):
-        calls["forward"] += 1
-        return real_forward(*a, **k)
-
-    monkeypatch.setattr(engine, "pretrain_ssl", pretrain)
-    monkeypatch.setattr(me, "_forward", forward)
+        monkeypatch.setattr(module, name, wrapped)
     return calls
 
 
@@ -262,8 +254,7 @@ def test_init_checkpoint_run_foreign_and_multidomain(full_run, fake_root, tmp_pa
     DDP-style state dict and multi-domain pretraining on the union of both datasets run through."""
     src, reference = full_run
     ckpt = src / "pretrain/simclr/breastmnist/pretrain.pt"
-    engine = me._engine()
-    foreign = engine.build_backbone("resnet18", 2, 3, small_input=True)  # an RGB network, e.g. ImageNet's
+    foreign = build_backbone("resnet18", 2, 3, small_input=True)  # an RGB network, e.g. ImageNet's
     torch.save({"module." + k: v for k, v in foreign.state_dict().items()}, tmp_path / "foreign.pth")
     raw = _raw(fake_root)
     raw.update(datasets=["breastmnist"], transfer={"enabled": False}, ood={"enabled": False})
@@ -300,6 +291,34 @@ def test_ood_with_the_finetuned_model(fake_root, tmp_path, monkeypatch):
     assert (tmp_path / "models/supervised__breastmnist__breastmnist_finetune.pt").is_file()
 
 
+def test_test_labels_never_reach_a_selection(fake_root, tmp_path):
+    """Evaluation hygiene: the same run on files whose test labels are permuted selects exactly the
+    same linear lr x wd, kNN k x T and fine-tuning epoch, with the same validation AUROC; only the
+    test metrics move."""
+    permuted = tmp_path / "permuted"
+    permuted.mkdir()
+    with np.load(fake_root / "breastmnist.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["test_labels"] = np.random.default_rng(5).permutation(arrays["test_labels"])
+    np.savez_compressed(permuted / "breastmnist.npz", **arrays)
+    raw = _raw(fake_root)
+    raw.update(datasets=["breastmnist"], ood={"enabled": False}, transfer={"enabled": False})
+    raw["pretrain"] = [{"name": "supervised", "method": "none", "init": "random"}]
+    raw["eval"].update(seeds=[0], finetune={"epochs": 3, "batch_size": 10},
+                       linear={"lrs": [0.001, 0.1], "wds": [0.0, 0.1], "epochs": 5}, knn={"ks": [3, 9], "temps": [0.07, 0.5]})
+    results = {}
+    for name, root in (("real", fake_root), ("permuted", permuted)):
+        raw["root"] = str(root)
+        with torch.random.fork_rng():
+            results[name] = me.run_medmnist_eval(build_config(raw, model=MedMNISTEvalConfig), tmp_path / name,
+                                                 progress=False)["records"]
+    chosen = ("protocol", "fraction", "params", "best_epoch", "val_auroc", "n_train")
+    assert [{k: r.get(k) for k in chosen} for r in results["real"]] == \
+        [{k: r.get(k) for k in chosen} for r in results["permuted"]]
+    assert {r["protocol"] for r in results["real"]} == {"linear", "knn", "finetune"}
+    assert [r["auroc"] for r in results["real"]] != [r["auroc"] for r in results["permuted"]]
+
+
 # ---------------------------------------------------------------- pieces
 
 
@@ -314,10 +333,10 @@ def test_pretraining_is_resumed_reused_or_restarted(fake_root, tmp_path, monkeyp
         path.write_bytes(b"weights")
         return path
 
-    monkeypatch.setattr(me._engine(), "pretrain_ssl", fake_pretrain)
+    monkeypatch.setattr(engine, "pretrain_ssl", fake_pretrain)
 
     def checkpoint(cfg):
-        return me._Run(cfg, tmp_path, progress=False).backbone(cfg.pretrain[0], "breastmnist").checkpoint()
+        return me.MedMNISTRun(cfg, tmp_path, progress=False).backbone(cfg.pretrain[0], "breastmnist").checkpoint()
 
     cfg = _cfg(fake_root)
     path = checkpoint(cfg)
@@ -344,36 +363,26 @@ def test_arch_kwargs_choose_the_stem(fake_root, tmp_path, monkeypatch):
         path.write_bytes(b"weights")
         return path
 
-    monkeypatch.setattr(me._engine(), "pretrain_ssl", fake_pretrain)
+    monkeypatch.setattr(engine, "pretrain_ssl", fake_pretrain)
     raw = _raw(fake_root)
     raw["pretrain"][0]["arch_kwargs"] = {"small_input": False}
     raw["pretrain"][1]["arch_kwargs"] = {"small_input": False}
     cfg = build_config(raw, model=MedMNISTEvalConfig)
-    run = me._Run(cfg, tmp_path, progress=False)
+    run = me.MedMNISTRun(cfg, tmp_path, progress=False)
     run.backbone(cfg.pretrain[0], "breastmnist").checkpoint()
     assert seen["arch_kwargs"] == {"small_input": False}
     big = run.backbone(cfg.pretrain[1], "breastmnist").module().backbone
     small_cfg = _cfg(fake_root)
-    small = me._Run(small_cfg, tmp_path / "b", progress=False).backbone(small_cfg.pretrain[1], "breastmnist")
+    small = me.MedMNISTRun(small_cfg, tmp_path / "b", progress=False).backbone(small_cfg.pretrain[1], "breastmnist")
     small = small.module().backbone
     assert big.conv1.stride == (2, 2) and big.conv1.kernel_size == (7, 7)
     assert small.conv1.stride == (1, 1) and small.conv1.kernel_size == (3, 3)
     x = torch.rand(2, 1, 28, 28)
     assert big(x).shape == small(x).shape == (2, 512)
-    assert "arch_kwargs" not in run.entry_settings(small_cfg.pretrain[1], "breastmnist")
-    assert run.entry_settings(cfg.pretrain[1], "breastmnist")["arch_kwargs"] == {"small_input": False}
-    assert "supervised (none, resnet18 {'small_input': False})" in me._meta(cfg, torch.device("cpu"))["pretrain"]
-    assert "supervised (none, resnet18)" in me._meta(small_cfg, torch.device("cpu"))["pretrain"]
-
-
-def test_adapt_channels():
-    gray = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
-    assert me._adapt(gray, 3).shape == (2, 3, 4, 4)
-    rgb = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
-    rgb[:, 1] = 100
-    out = me._adapt(rgb, 1)
-    assert out.shape == (2, 1, 4, 4) and out.dtype == torch.uint8 and int(out[0, 0, 0, 0]) == round(58.7)
-    assert me._adapt(gray, None) is gray
+    assert "arch_kwargs" not in entry_settings(small_cfg.pretrain[1], "breastmnist")
+    assert entry_settings(cfg.pretrain[1], "breastmnist")["arch_kwargs"] == {"small_input": False}
+    assert "supervised (none, resnet18 {'small_input': False})" in me.run_meta(cfg, torch.device("cpu"))["pretrain"]
+    assert "supervised (none, resnet18)" in me.run_meta(small_cfg, torch.device("cpu"))["pretrain"]
 
 
 def test_method_names_match_the_registry():

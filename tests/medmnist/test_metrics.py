@@ -1,4 +1,4 @@
-"""Classification metrics against sklearn, and the seed CI against a hand computation."""
+"""Classification metrics against sklearn and the MedMNIST evaluator's conventions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-from medssl.eval.metrics import classification_metrics, mean_ci, normalize_task
+from medssl.medmnist.metrics import classification_metrics, normalize_task
 
 
 def test_binary_matches_sklearn_and_medmnist_conventions():
@@ -56,21 +56,3 @@ def test_multilabel_per_label_means():
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         normalize_task("regression")
-
-
-def test_mean_ci_by_hand():
-    # values 0.80, 0.82, 0.84: mean 0.82, s = 0.02, t_{0.975, 2} = 4.302653,
-    # half-width = 4.302653 * 0.02 / sqrt(3) = 0.0496828
-    mean, half = mean_ci([0.80, 0.82, 0.84])
-    assert mean == pytest.approx(0.82)
-    assert half == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
-    assert half == pytest.approx(0.0496828, abs=1e-6)
-    # 90 %: t_{0.95, 2} = 2.919986
-    assert mean_ci([0.80, 0.82, 0.84], confidence=0.9)[1] == pytest.approx(2.919986 * 0.02 / math.sqrt(3), rel=1e-6)
-
-
-def test_mean_ci_edge_cases():
-    mean, half = mean_ci([0.7])
-    assert mean == 0.7 and math.isnan(half)
-    assert all(math.isnan(v) for v in mean_ci([]))
-    assert mean_ci([0.80, None, float("nan"), 0.84])[0] == pytest.approx(0.82)  # undefined values dropped

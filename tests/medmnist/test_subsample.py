@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medssl.eval.subsample import class_balanced_subset, class_count
+from medssl.medmnist.subsample import class_balanced_subset, class_count
 
 # BreastMNIST-like training labels: 399 of class 1, 147 of class 0 (546), shuffled.
 BREAST = np.random.default_rng(123).permutation(np.r_[np.zeros(147, int), np.ones(399, int)])[:, None]
