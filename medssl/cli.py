@@ -2,8 +2,10 @@
 
 Every command parses its options, loads what it needs and calls one function; heavy imports
 (torch, MONAI, SimpleITK) happen inside the command bodies so that ``medssl --help`` is instant.
-User errors (:class:`medssl.errors.MedsslError`) print one line and exit 1; ``--debug`` shows
-the traceback.
+User errors print one line and exit 1 (:class:`medssl.errors.MedsslError`, and ``OSError`` on
+a path the user gave: missing, not writable, a file where a folder is expected); usage errors
+(a bad option value) exit 2, as typer does; Ctrl-C exits 130 and says how to continue.
+``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from medssl import __version__
-from medssl.errors import MedsslError
+from medssl.errors import MedsslError, describe_os_error
 
 app = typer.Typer(
     name="medssl",
@@ -141,10 +144,10 @@ def data_medmnist(
 def sample_data(
     out: Annotated[Path, typer.Argument(help="Folder to create the dataset in.")] = Path("sample_data/phantoms"),
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 0,
-    labeled: Annotated[int, typer.Option(help="Labeled training cases.")] = 4,
-    unlabeled: Annotated[int, typer.Option(help="Unlabeled cases.")] = 36,
-    val: Annotated[int, typer.Option(help="Labeled validation cases (imagesVal/): checkpoint selection.")] = 4,
-    test: Annotated[int, typer.Option(help="Labeled test cases (imagesTs/): read once, for the final figures.")] = 8,
+    labeled: Annotated[int, typer.Option(min=0, help="Labeled training cases.")] = 4,
+    unlabeled: Annotated[int, typer.Option(min=0, help="Unlabeled cases.")] = 36,
+    val: Annotated[int, typer.Option(min=0, help="Labeled validation cases (imagesVal/): checkpoint selection.")] = 4,
+    test: Annotated[int, typer.Option(min=0, help="Labeled test cases (imagesTs/): read once, for the final figures.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite an existing dataset in OUT.")] = False,
 ) -> None:
     """Generate a small 3D segmentation dataset of phantoms (organ-like shapes, noise, bias field)."""
@@ -175,18 +178,26 @@ def train(
         typer.echo(result["summary"])
 
 
+class _Split(str, Enum):
+    unlabeled = "unlabeled"
+    train = "train"
+    val = "val"
+    test = "test"
+
+
 @app.command("pseudo-label")
 def pseudo_label(
     checkpoint: Annotated[Path, typer.Option(help="A segmentation run's checkpoint (best.ckpt); UMCT runs add views and MC uncertainty.")],
     data: Annotated[Path, typer.Option(help="Dataset folder whose unlabeled images to label.")],
     out: Annotated[Path, typer.Option(help="Output folder (labels/, views/, uncertainty/, manifest.json).")],
-    split: Annotated[str, typer.Option(help="Which images: unlabeled, train, val or test.")] = "unlabeled",
-    mc_samples: Annotated[Optional[int], typer.Option(help="MC-dropout passes (default: the run's).")] = None,
+    split: Annotated[_Split, typer.Option(help="Which images.")] = _Split.unlabeled,
+    mc_samples: Annotated[Optional[int], typer.Option(min=1, help="MC-dropout passes (default: the run's).")] = None,
+    force: Annotated[bool, typer.Option(help="Start over when OUT holds another checkpoint's or dataset's export.")] = False,
 ) -> None:
     """Fused pseudo-labels, each view's prediction, uncertainty and confidence per case, with a review manifest."""
     from medssl.inference.pseudo_label import export_pseudo_labels
 
-    path = export_pseudo_labels(checkpoint, data, out, split=split, mc_samples=mc_samples)
+    path = export_pseudo_labels(checkpoint, data, out, split=split.value, mc_samples=mc_samples, force=force)
     typer.echo(f"manifest: {path}")
 
 
@@ -241,7 +252,13 @@ def main() -> None:
     except MedsslError as exc:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        code = getattr(exc, "exit_code", 1)
+        typer.echo(f"{'interrupted' if code == 130 else 'error'}: {exc}", err=True)
+        sys.exit(code)
+    except OSError as exc:  # a path the user gave: missing, not writable, a file instead of a folder
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted (a training run continues with --resume; `medssl eval` when run again)", err=True)

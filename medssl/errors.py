@@ -28,3 +28,16 @@ class DataError(MedsslError):
 
 class TrainingDiverged(MedsslError, FloatingPointError):
     """The loss became NaN or infinite: the settings (learning rate, precision) need changing."""
+
+
+class RunInterrupted(MedsslError):
+    """The user interrupted a run (Ctrl-C); what was saved is intact and the run can resume."""
+
+    exit_code = 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ``OSError`` a user can cause (a missing, unwritable or wrong-kind path)."""
+    what = exc.strerror or type(exc).__name__
+    path = exc.filename if exc.filename is not None else ""
+    return f"{path}: {what[0].lower() + what[1:]}" if path else what

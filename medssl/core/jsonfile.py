@@ -32,8 +32,42 @@ def read_json(path: str | Path, missing: str = "file not found", kind: type | No
     return value
 
 
+def finite(value: Any, _path: str = "") -> tuple[Any, list[str]]:
+    """``value`` with every NaN / infinite float replaced by ``None``, and the dotted keys where
+    that happened: bare ``NaN`` is not valid JSON, and a reader must know a figure is undefined
+    (e.g. HD95 of a class absent from a case) rather than zero."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [_path or "."]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], b = finite(v, f"{_path}.{k}" if _path else str(k))
+            bad += b
+        return out, bad
+    if isinstance(value, (list, tuple)):
+        out, bad = [], []
+        for i, v in enumerate(value):
+            x, b = finite(v, f"{_path}.{i}" if _path else str(i))
+            out.append(x)
+            bad += b
+        return out, bad
+    return value, []
+
+
+def dumps_finite(record: dict, **kwargs) -> str:
+    """JSON of a record with non-finite numbers as ``null`` listed under ``"nonfinite"``."""
+    clean, bad = finite(record)
+    if bad:
+        clean["nonfinite"] = bad
+    return json.dumps(clean, allow_nan=False, **kwargs)
+
+
 def write_json(path: str | Path, value: Any) -> Path:
-    """Write ``value`` as indented JSON (trailing newline), atomically."""
+    """Write ``value`` as indented JSON (trailing newline), atomically; non-finite numbers become
+    ``null`` and are listed under ``"nonfinite"`` (:func:`dumps_finite`) for a dict."""
     from medssl.core.atomic import write_atomic_text
 
-    return write_atomic_text(path, json.dumps(value, indent=2) + "\n")
+    text = dumps_finite(value, indent=2) if isinstance(value, dict) else json.dumps(value, indent=2, allow_nan=False)
+    return write_atomic_text(path, text + "\n")

@@ -72,3 +72,14 @@ def warn_bf16_conv3d_on_cpu(device, spatial_dims: int, precision: str) -> bool:
         warnings.warn(BF16_CONV3D_CPU_WARNING, RuntimeWarning, stacklevel=3)
         return True
     return False
+
+
+def interactive(flag: bool = True) -> bool:
+    """Whether to draw progress bars: asked for and stderr is a terminal (in a log file, bars'
+    carriage returns and escape codes are noise; commands print plain periodic lines instead)."""
+    import sys
+
+    try:
+        return bool(flag) and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stream
+        return False

@@ -19,7 +19,6 @@ Run folder layout::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -42,22 +41,78 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
-def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> Path:
-    """Create (or, with ``resume``, reopen) the run folder; write the resolved config atomically."""
+def prepare_run_dir(cfg: RunConfig, out: Path | None, resume: bool) -> tuple[Path, bool]:
+    """Create (or, with ``resume``, reopen) the run folder; write the resolved config atomically.
+
+    Returns:
+        ``(folder, created)``: ``created`` when this call made the folder (a failed run then
+        removes it again, leaving nothing behind).
+
+    Raises:
+        DataError: the folder has checkpoints and ``resume`` is off; ``--out`` is a file; the
+            folder cannot be created or written (named).
+    """
     from medssl.core.atomic import write_atomic_text
 
     out = Path(out) if out is not None else Path("runs") / cfg.name
     last = out / "checkpoints" / "last.ckpt"
+    created = not out.exists()
     if rank() == 0:
+        if out.exists() and not out.is_dir():
+            raise DataError("--out must be a folder (or a path to create one), not a file", out)
         if last.exists() and not resume:
             raise DataError("this run folder already has checkpoints: add --resume to continue it, or choose another --out", out)
         if resume and (out / "config.yaml").exists():
             old = (out / "config.yaml").read_text()
             if old != dump_config(cfg):
                 logging.getLogger("medssl").warning("config differs from the one the run started with; using the new one")
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic_text(out / "config.yaml", dump_config(cfg))
-    return out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_atomic_text(out / "config.yaml", dump_config(cfg))
+        except OSError as exc:
+            raise DataError(f"cannot write the run folder ({exc.strerror or exc})", out) from None
+    return out, created
+
+
+def _resume_point(out: Path, cfg: RunConfig) -> int | None:
+    """The step of ``last.ckpt`` when resuming (None: no checkpoint yet).
+
+    Raises:
+        DataError: the checkpoint cannot be read (a truncated or foreign file), naming it.
+    """
+    from medssl.core.weights import load_checkpoint
+
+    last = out / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return None
+    try:
+        return int(load_checkpoint(last).get("global_step", 0))
+    except DataError as exc:
+        raise DataError(f"{exc}; the resume point is unreadable: remove it to restart from scratch, or use another --out",
+                        None) from None
+
+
+def _mark_failed(out: Path, created: bool, exc: BaseException) -> None:
+    """After a failed run: remove a folder this run created that holds no checkpoint (nothing is
+    left behind), else record why in ``failed.json`` (removed when a resume succeeds)."""
+    import shutil
+
+    from medssl.core.jsonfile import write_json
+
+    from medssl.errors import RunInterrupted
+
+    if rank() != 0 or not out.is_dir():
+        return
+    if created and not (out / "checkpoints").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    if isinstance(exc, (RunInterrupted, KeyboardInterrupt)):
+        return  # not a failure: the run resumes from its intact checkpoint
+    try:
+        write_json(out / "failed.json", {"error": f"{type(exc).__name__}: {exc}",
+                                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    except OSError:
+        pass
 
 
 def build_splits(cfg: RunConfig, pretraining: bool = False):
@@ -134,18 +189,13 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     :mod:`medssl.data.seg_dataset`); ``resume`` continues from ``OUT/checkpoints/last.ckpt`` with
     the same optimiser, LR schedule, step and RNG state.
     """
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    import pytorch_lightning  # noqa: F401  (before _quiet_lightning: Lightning sets its loggers when imported)
 
-    _quiet_lightning()  # after the import: Lightning sets its loggers to INFO when imported
+    _quiet_lightning()
 
     from medssl.core.runtime import tune_allocator
-    from medssl.core.weights import init_from_checkpoint
     from medssl.data.dataset import read_dataset_json
-    from medssl.engines.callbacks import MetricsLog, StepProgressBar
-    from medssl.engines.checkpoint import AtomicCheckpointIO
-    from medssl.methods import build_method, get_method
+    from medssl.methods import get_method
 
     tune_allocator()
     t0 = time.time()
@@ -155,7 +205,41 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     spec = read_dataset_json(cfg.data.root)
     pretrain = get_method(cfg.method).is_pretraining  # declared on the class
     splits = build_splits(cfg, pretraining=pretrain)
-    out = prepare_run_dir(cfg, out, resume)
+    out, created = prepare_run_dir(cfg, out, resume)
+    done_at = _resume_point(out, cfg) if resume else None
+    if done_at is not None and done_at >= cfg.trainer.max_steps and (out / "metrics.json").is_file():
+        return _already_complete(out, done_at)
+    try:
+        return _fit(cfg, out, resume, spec, pretrain, splits, t0)
+    except BaseException as exc:
+        if rank() == 0:
+            _mark_failed(out, created, exc)
+        raise
+
+
+def _already_complete(out: Path, step: int) -> dict:
+    from medssl.core.jsonfile import read_json
+
+    result = read_json(out / "metrics.json")
+    result["summary"] = (f"the run in {out} is complete (step {step} of {step}); nothing to do. Raise "
+                         f"trainer.max_steps to train further.\nmetrics:    {out / 'metrics.json'}")
+    result.setdefault("rank", 0)
+    return result
+
+
+def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, t0: float) -> dict:
+    """The training proper (see :func:`run_training`)."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from medssl.core.runtime import interactive
+    from medssl.core.weights import init_from_checkpoint
+    from medssl.engines.callbacks import DivergenceGuard, MetricsLog, PlainProgress, StepProgressBar
+    from medssl.engines.checkpoint import AtomicCheckpointIO
+    from medssl.errors import RunInterrupted
+    from medssl.methods import build_method
+
     tc = cfg.trainer
     if tc.accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator=gpu but no CUDA device is available; use --set trainer.accelerator=cpu")
@@ -176,7 +260,7 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     cache_dir = default_cache_dir(cfg)
     used = splits.pretraining_pool() if pretrain else splits.train + splits.val + splits.test
     used = used + (splits.unlabeled if model.uses_unlabeled else [])
-    warm_cache(used, cache_dir, progress=tc.progress and rank() == 0)
+    warm_cache(used, cache_dir, progress=interactive(tc.progress) and rank() == 0)
 
     if cfg.init_from is not None and not resume:
         loaded, skipped, parts = init_from_checkpoint(model.net, cfg.init_from, cfg.init_parts)
@@ -198,9 +282,12 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
                                   save_last=True, every_n_epochs=1, save_on_train_epoch_end=False,
                                   enable_version_counter=False)
-    callbacks = [ckpt_cb, MetricsLog(out / "metrics.jsonl", every=tc.log_every)]
-    if tc.progress:
+    callbacks = [ckpt_cb, MetricsLog(out / "metrics.jsonl", every=tc.log_every), DivergenceGuard()]
+    bar = interactive(tc.progress)
+    if bar:
         callbacks.append(StepProgressBar(refresh_rate=max(1, min(10, tc.log_every))))
+    elif tc.progress:
+        callbacks.append(PlainProgress())
     val_kwargs = (dict(limit_val_batches=0) if pretrain else
                   dict(val_check_interval=min(tc.val_every, tc.max_steps), check_val_every_n_epoch=None))
     trainer = pl.Trainer(
@@ -208,14 +295,24 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         num_sanity_val_steps=0, precision="bf16-mixed" if tc.precision == "bf16" else "32-true",
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, callbacks=callbacks, logger=False, enable_model_summary=False,
-        enable_progress_bar=tc.progress, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=bar, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
         log_every_n_steps=tc.log_every,
     )
     last = ckpt_dir / "last.ckpt"
     ckpt_path = last if resume and last.exists() else None
     if resume and ckpt_path is None and trainer.is_global_zero:
         print(f"no checkpoint in {ckpt_dir}: starting from scratch")
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:  # Lightning's graceful shutdown after Ctrl-C ends in sys.exit(1)
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if trainer.interrupted:
+            saved = _resume_point(out, cfg)
+            at = "no checkpoint yet" if saved is None else f"last.ckpt (step {saved}) is intact"
+            raise RunInterrupted(f"at step {trainer.global_step}; {at}: continue with --resume", out) from None
+        raise
     if pretrain:
         return _finish_pretraining(cfg, trainer, model, out, last, t0)
     if model.last_val_metrics.get("step") != trainer.global_step:
@@ -247,9 +344,10 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
         "rank": trainer.global_rank,
     }
     if trainer.is_global_zero:
-        from medssl.core.atomic import write_atomic_text
+        from medssl.core.jsonfile import write_json
 
-        write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+        write_json(out / "metrics.json", result)
+        (out / "failed.json").unlink(missing_ok=True)
     result["summary"] = _summary(result, out)
     return result
 
@@ -295,8 +393,6 @@ def _summary(result: dict, out: Path) -> str:
 
 def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t0: float) -> dict:
     """Save the final state of a self-supervised stage and summarise it (there is no Dice)."""
-    from medssl.core.atomic import write_atomic_text
-
     trainer.save_checkpoint(last, weights_only=False)
     loss = trainer.callback_metrics.get("train/loss")
     state = model.checkpoint_state()
@@ -311,7 +407,10 @@ def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t
         "rank": trainer.global_rank,
     }
     if trainer.is_global_zero:
-        write_atomic_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+        from medssl.core.jsonfile import write_json
+
+        write_json(out / "metrics.json", result)
+        (out / "failed.json").unlink(missing_ok=True)
     loss_txt = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.4f}"
     result["summary"] = (
         f"{model.summary()}: loss {loss_txt} after {result['step']} steps, {result['wall_time_s']:.0f} s\n"
