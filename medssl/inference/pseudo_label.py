@@ -15,7 +15,9 @@ stitched with MONAI's Gaussian-weighted sliding window. Written in the input geo
   foreground (all voxels if none), i.e. how sure the models are where it matters.
 
 The job resumes: cases already in the manifest with their files present are skipped, and the
-manifest is rewritten atomically after every case. MC-dropout masks are drawn from a generator
+manifest is rewritten atomically after every case. It resumes only an export of the same
+checkpoint (sha256) and the same dataset split (fingerprint of its labels and image names and
+sizes); an export folder holding another one is refused unless ``force`` starts it over. MC-dropout masks are drawn from a generator
 seeded by the case name, so a resumed job writes what an uninterrupted one writes. Volumes are read through the volume cache in
 the cache folder (``$MEDSSL_CACHE``), never written into the dataset.
 """
@@ -36,8 +38,14 @@ def export_pseudo_labels(
     split: str = "unlabeled",
     mc_samples: int | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
-    """Write pseudo-labels for the cases of ``split`` of dataset ``data``; returns the manifest path."""
+    """Write pseudo-labels for the cases of ``split`` of dataset ``data``; returns the manifest path.
+
+    Raises:
+        DataError: bad checkpoint or dataset, labels that differ, no cases, or ``out`` holding
+            another checkpoint's or dataset's export (without ``force``).
+    """
     from tqdm.auto import tqdm
 
     from medssl.core.paths import cache_dir
@@ -46,7 +54,7 @@ def export_pseudo_labels(
     from medssl.data.dataset import list_cases, read_dataset_json
     from medssl.data.io import write_volume
     from medssl.inference.load import load_predictor
-    from medssl.inference.review_manifest import ReviewCase, ReviewManifest
+    from medssl.inference.review_manifest import ReviewCase, ReviewManifest, sha256_file
 
     tune_allocator()
     predictor = load_predictor(checkpoint, mc_samples=mc_samples)
@@ -58,11 +66,23 @@ def export_pseudo_labels(
     if not cases:
         raise DataError(f"no {split} images to pseudo-label", data)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("--out must be a folder (or a path to create one), not a file", out)
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        manifest = ReviewManifest.read(manifest_path)
-    else:
+    ckpt_sha = sha256_file(checkpoint)
+    fingerprint = dataset_fingerprint(data_spec, cases)
+    manifest = ReviewManifest.read(manifest_path) if manifest_path.exists() else None
+    if manifest is not None:
+        other = _other_export(manifest, ckpt_sha, fingerprint, checkpoint, data)
+        if other and not force:
+            raise DataError(f"holds pseudo-labels of {other}: use another --out, or --force to start over "
+                            "(its reviewed labels are kept, its manifest is replaced)", out)
+        if other:
+            _remove_outputs(manifest)
+            manifest = None
+    if manifest is None:
         manifest = ReviewManifest.new(manifest_path, checkpoint, data, spec.class_names)
+    manifest.checkpoint_sha256, manifest.dataset_fingerprint = ckpt_sha, fingerprint
     manifest.cases = [c for c in manifest.cases if manifest.resolve(c.label).is_file()]
     done = {c.name for c in manifest.cases}
     cache = VolumeCache(cfg.data.cache_dir if cfg.data.cache_dir is not None else cache_dir("volumes", data))
@@ -89,3 +109,35 @@ def export_pseudo_labels(
     if not manifest_path.exists():
         manifest.write()
     return manifest_path
+
+
+def dataset_fingerprint(spec, cases) -> str:
+    """sha256 of what defines an export's input: the dataset's labels and the split's image
+    names and sizes (cheap; content changes that keep a file's size are not seen)."""
+    import hashlib
+    import json
+
+    items = [[c.name, c.image.name, c.image.stat().st_size] for c in cases]
+    blob = json.dumps({"labels": spec.labels, "images": items}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _other_export(manifest, ckpt_sha: str, fingerprint: str, checkpoint, data) -> str | None:
+    """What differs between an existing export and this one (None: the same, resume it)."""
+    if manifest.checkpoint_sha256 is not None and manifest.checkpoint_sha256 != ckpt_sha:
+        return f"another checkpoint ({manifest.checkpoint}, sha256 {manifest.checkpoint_sha256[:12]})"
+    if manifest.checkpoint_sha256 is None and manifest.checkpoint != str(Path(checkpoint).resolve()):
+        return f"another checkpoint ({manifest.checkpoint})"
+    if manifest.dataset != str(Path(data).resolve()):
+        return f"another dataset ({manifest.dataset})"
+    if manifest.dataset_fingerprint is not None and manifest.dataset_fingerprint != fingerprint:
+        return f"another version of the dataset's images ({manifest.dataset})"
+    return None
+
+
+def _remove_outputs(manifest) -> None:
+    """Delete the pseudo-label, view and uncertainty files an export wrote (never reviewed labels)."""
+    for c in manifest.cases:
+        for rel in [c.label, c.uncertainty, *c.views]:
+            if rel:
+                manifest.resolve(rel).unlink(missing_ok=True)

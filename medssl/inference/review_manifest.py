@@ -9,7 +9,9 @@ One JSON file, ``manifest.json``, in the export folder; its schema is
       "format": "medssl-pseudo-labels/1",
       "created": "2026-11-28T23:59:00+00:00",
       "checkpoint": "/abs/run/checkpoints/best.ckpt",
-      "dataset": "/abs/dataset",
+      "checkpoint_sha256": "3f1c...",                           what predicted (a rerun resumes
+      "dataset": "/abs/dataset",                                 only when both still match)
+      "dataset_fingerprint": "a9e0...",
       "classes": ["background", "liver", "kidney", "spleen"],
       "cases": [{
           "name": "phantom_ul_000",
@@ -120,7 +122,11 @@ class ReviewManifest:
     cases: list[ReviewCase] = field(default_factory=list)
     created: str = field(default_factory=_now)
     format: str = FORMAT
+    checkpoint_sha256: str | None = None
+    dataset_fingerprint: str | None = None
     path: Path | None = None
+
+    TOP_KEYS = ("format", "created", "checkpoint", "checkpoint_sha256", "dataset", "dataset_fingerprint", "classes", "cases")
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -141,7 +147,7 @@ class ReviewManifest:
             for key in ("checkpoint", "dataset", "classes", "cases"):
                 if key not in raw:
                     raise ValueError(f"has no {key!r}")
-            unknown = sorted(set(raw) - {"format", "created", "checkpoint", "dataset", "classes", "cases"})
+            unknown = sorted(set(raw) - set(cls.TOP_KEYS))
             if unknown:
                 raise ValueError(f"has unknown keys {unknown}")
             if not isinstance(raw["cases"], list):
@@ -156,7 +162,8 @@ class ReviewManifest:
         except (ValueError, TypeError) as exc:
             raise DataError(str(exc), path) from None
         return cls(checkpoint=str(raw["checkpoint"]), dataset=str(raw["dataset"]), classes=list(raw["classes"]),
-                   cases=cases, created=str(raw.get("created", "")), path=None if path is None else Path(path))
+                   cases=cases, created=str(raw.get("created", "")), checkpoint_sha256=raw.get("checkpoint_sha256"),
+                   dataset_fingerprint=raw.get("dataset_fingerprint"), path=None if path is None else Path(path))
 
     @classmethod
     def read(cls, path: str | Path) -> ReviewManifest:
@@ -169,8 +176,11 @@ class ReviewManifest:
         return cls.from_json(read_json(path, "pseudo-label manifest not found", kind=None), path)
 
     def to_json(self) -> dict:
-        return {"format": self.format, "created": self.created, "checkpoint": self.checkpoint, "dataset": self.dataset,
-                "classes": list(self.classes), "cases": [c.to_json() for c in self.cases]}
+        out = {"format": self.format, "created": self.created, "checkpoint": self.checkpoint,
+               "checkpoint_sha256": self.checkpoint_sha256, "dataset": self.dataset,
+               "dataset_fingerprint": self.dataset_fingerprint, "classes": list(self.classes),
+               "cases": [c.to_json() for c in self.cases]}
+        return {k: v for k, v in out.items() if v is not None or k in ("checkpoint", "dataset")}
 
     def write(self, path: str | Path | None = None) -> Path:
         """Validate and write atomically (a reviewer and training may read it at any time)."""
