@@ -12,6 +12,16 @@ Conventions, used everywhere in medssl:
   axis ``a``. So ``world = origin + direction @ (spacing * index)``.
 * ``orientation`` is the nibabel axis code in **RAS+** terms (e.g. ``"RAS"``, ``"LPS"``): the
   anatomical direction each array axis points to.
+
+Only regular, orthogonal grids are read (:func:`affine_fault`, applied by every reader in
+:func:`medssl.data.io.read_volume`): a voxel size of 0 (a "zero-scale" affine) cannot place voxels in
+space at all, and a sheared affine (axes not at right angles) is refused rather than carried.
+Why refuse the shear instead of keeping the source's exact 4x4 matrix: a Volume is spacing +
+direction, as ITK's images are, and everything downstream is built on that (patch sampling in
+voxel space, spacing-based resampling, ITK's writers, which coerce a non-orthogonal direction to an
+orthogonal one, so a prediction written for a sheared source silently gets another affine). The
+honest answer for such a file is to resample it once onto an orthogonal grid, which the message
+says how to do; sheared NIfTI files are rare outside hand-edited headers and tilted-gantry CT.
 """
 
 from __future__ import annotations
@@ -20,7 +30,66 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medssl.errors import DataError
+
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+#: Largest |cosine| between two array axes still taken as a right angle (0.006 degrees). The real
+#: volumes of ../shared/data are orthogonal to 5e-9 and float32 headers round to about 1e-7; at
+#: 1e-4, orthogonalising moves the far end of a 512-voxel axis by 0.05 voxel.
+ORTHOGONALITY_TOL = 1e-4
+#: The suggestion of the "sheared affine" message.
+RESAMPLE_HINT = (
+    "resample the image to an orthogonal grid, e.g. with nibabel.processing.resample_to_output "
+    "or SimpleITK.Resample, and use that file"
+)
+
+
+class GeometryError(DataError):
+    """A file's voxel-to-world geometry cannot be used: zero voxel size or sheared axes."""
+
+
+def affine_fault(matrix: np.ndarray, where: str = "") -> str | None:
+    """What makes a voxel-to-world matrix unusable for medssl, in one sentence, or ``None``.
+
+    Args:
+        matrix: the ``(3, 3)`` linear part of the voxel-index to world matrix (columns: the
+            world step of one voxel along each array axis), in any world convention.
+        where: where the matrix comes from, put into the message (e.g. ``" in the sform"``).
+
+    Returns:
+        ``None`` for a regular orthogonal grid; else a sentence starting with ``"zero-scale
+        affine"`` (a zero, non-finite or collinear axis) or ``"sheared affine"`` (axes that do not
+        meet at right angles, beyond :data:`ORTHOGONALITY_TOL`).
+    """
+    m = np.asarray(matrix, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(m).all():
+        return f"non-finite affine{where} ({_fmt_matrix(m)}): the voxels cannot be placed in space; fix the header"
+    norms = np.linalg.norm(m, axis=0)
+    zero = [a for a in range(3) if norms[a] <= 1e-12]
+    if zero:
+        axes = " and ".join(str(a) for a in zero)
+        return (
+            f"zero-scale affine{where}: voxel size 0 along array axis {axes} ({_fmt_matrix(m)}), so the "
+            "voxels cannot be placed in space; fix the header (voxel sizes and orientation)"
+        )
+    unit = m / norms
+    cos = unit.T @ unit
+    worst, pair = 0.0, (0, 1)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        if abs(cos[a, b]) > worst:
+            worst, pair = abs(cos[a, b]), (a, b)
+    if worst > ORTHOGONALITY_TOL:
+        angle = float(np.degrees(np.arccos(np.clip(cos[pair], -1.0, 1.0))))
+        return (
+            f"sheared affine{where} (non-orthogonal axes: array axes {pair[0]} and {pair[1]} meet at "
+            f"{angle:.4g} degrees, not 90) is not supported: {RESAMPLE_HINT}"
+        )
+    return None
+
+
+def _fmt_matrix(m: np.ndarray) -> str:
+    return "[" + "; ".join(" ".join(f"{v:.4g}" for v in row) for row in m) + "]"
 
 
 @dataclass
@@ -72,7 +141,12 @@ class Volume:
         """RAS+ axis code of the array axes, e.g. ``"LPS"`` for a typical DICOM CT."""
         import nibabel.orientations as nio
 
-        return "".join(nio.aff2axcodes(self.affine))
+        # "?" for an axis without a direction (zero-scale geometry), instead of a TypeError
+        return "".join(code or "?" for code in nio.aff2axcodes(self.affine))
+
+    def geometry_fault(self) -> str | None:
+        """:func:`affine_fault` of this volume's geometry: ``None`` when it is a regular orthogonal grid."""
+        return affine_fault(self.direction @ np.diag(self.spacing))
 
     def with_array(self, array: np.ndarray, **meta) -> "Volume":
         """A volume with the same geometry and another array of the same shape."""

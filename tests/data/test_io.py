@@ -170,3 +170,26 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and str(bad) in lines[0]
     dbg = subprocess.run([sys.executable, "-m", "medssl.cli", "--debug", "data", "info", str(bad)], capture_output=True, text=True)
     assert dbg.returncode != 0 and "Traceback" in dbg.stderr
+
+
+def test_zero_pixdim_beside_a_valid_sform_reads_quietly(tmp_path, capfd):
+    """The sform places the voxels, so a zero pixdim is harmless: no error, and nibabel's note
+    about fixing the header does not reach stderr (it would be a second line of CLI output)."""
+    import nibabel as nib
+
+    aff = np.diag([0.8, 0.8, 2.5, 1.0])
+    img = nib.Nifti1Image(np.ones((6, 5, 4), np.float32), aff)
+    img.header["pixdim"][1:4] = [0.8, 0.8, 0.0]
+    raw = img.to_bytes()
+    path = tmp_path / "pixdim0.nii.gz"
+    path.write_bytes(gzip.compress(raw))
+    capfd.readouterr()
+    vol = read_volume(path)
+    assert vol.spacing == pytest.approx((0.8, 0.8, 2.5))
+    assert capfd.readouterr().err == ""
+
+
+def test_geometry_error_is_a_data_error():
+    from medssl.data.volume import GeometryError
+
+    assert issubclass(GeometryError, DataError)
