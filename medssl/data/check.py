@@ -8,7 +8,9 @@ test) are checked as image + label pairs; a test split may come without labels (
 datasets often do: one warning), a validation split may not (it exists to be scored).
 
 The problems are collected in a :class:`~medssl.data.check_report.CheckReport`
-(:mod:`medssl.data.check_report` renders it); both names are importable from here.
+(:mod:`medssl.data.check_report` renders it); both names are importable from here. The checks of
+one case are :func:`check_case`, which :func:`medssl.data.preflight.preflight` runs too (on the
+memory-mapped volume cache) before ``train`` / ``pseudo-label`` / ``infer`` do heavy work.
 
 ==================  ========  ===============================================================
 code                severity  meaning
@@ -18,6 +20,7 @@ no_training_cases   error     ``imagesTr`` has no image
 num_training        warning   ``numTraining`` differs from the number of training images
 unreadable          error     truncated, corrupt or not-an-image file
 not_3d              error     a 2D / 4D image
+bad_geometry        error     a zero-scale (voxel size 0) or sheared (non-orthogonal) affine
 missing_label       error     an image of a labeled split without its label file
 orphan_label        error     a label file without an image (a misnamed image, usually)
 no_test_labels      warning   ``imagesTs`` without a ``labelsTs`` folder (no test metrics); an
@@ -40,16 +43,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from medssl.data.check_report import CheckReport, Problem, Severity
 from medssl.data.dataset import SPLIT_FOLDERS, Case, DatasetSpec, list_cases, read_dataset_json
 from medssl.data.io import read_volume
-from medssl.data.volume import Volume
+from medssl.data.volume import GeometryError, Volume
 from medssl.errors import DataError, MedsslError
 
-__all__ = ["CheckReport", "Problem", "Severity", "check_dataset"]
+__all__ = ["CheckReport", "Problem", "Severity", "check_case", "check_dataset"]
+
+#: Reads one volume file: :func:`medssl.data.io.read_volume`, or a memory-mapped cache's reader.
+Reader = Callable[[Path], Volume]
 
 #: Tolerances for "same geometry": as :meth:`medssl.data.volume.Volume.same_geometry`.
 SPACING_ATOL = 1e-3
@@ -70,15 +77,26 @@ def _message(exc: Exception) -> str:
 _NOT_3D = "a 3D volume is expected"
 
 
-def _read(path: Path, case: str, split: str, problems: list[Problem]) -> Volume | None:
-    """Read one volume; on failure record an ``unreadable`` / ``not_3d`` error and return None."""
+def _read(path: Path, case: str, split: str, problems: list[Problem], read: Reader = read_volume) -> Volume | None:
+    """Read one volume; on failure record an ``unreadable`` / ``not_3d`` / ``bad_geometry`` error
+    and return None. The geometry is checked here too, for readers that do not (a cache entry
+    written before medssl refused bad geometry)."""
     try:
-        return read_volume(path)
+        vol = read(path)
+        fault = vol.geometry_fault()
+        if fault:
+            raise GeometryError(fault, path)
+        return vol
     except (DataError, RuntimeError, ValueError, OSError, EOFError) as exc:
         msg = _message(exc) if isinstance(exc, MedsslError) else f"cannot read: {type(exc).__name__}: {exc}"
         # nibabel's messages repeat the full path (format() shows it once) and may span lines
         msg = " ".join(msg.replace(str(path), path.name).split())
-        code = "not_3d" if isinstance(exc, DataError) and msg.endswith(_NOT_3D) else "unreadable"
+        if isinstance(exc, GeometryError):
+            code = "bad_geometry"
+        elif isinstance(exc, DataError) and msg.endswith(_NOT_3D):
+            code = "not_3d"
+        else:
+            code = "unreadable"
         problems.append(Problem(case, path, "error", msg, code, split))
         return None
 
@@ -135,6 +153,20 @@ def _check_image(vol: Volume, case: str, split: str, path: Path, problems: list[
         problems.append(Problem(case, path, "error", msg, "constant_image", split))
 
 
+def _unique_values(arr: np.ndarray) -> np.ndarray:
+    """``np.unique(arr)``, without sorting the whole array for integer label maps (a count per value
+    in the min..max range: one pass instead of a sort; 0.29 s instead of 0.55 s for a
+    512x512x300 uint8 map on this 2-core machine)."""
+    if arr.dtype.kind in "iub" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi - lo < 1 << 16:
+            flat = np.asarray(arr).reshape(-1)
+            direct = lo == 0 and arr.dtype in (np.uint8, np.uint16, np.uint32)  # bincount takes these as they are
+            counts = np.bincount(flat if direct else flat.astype(np.int64) - lo, minlength=hi - lo + 1)
+            return (np.flatnonzero(counts) + lo).astype(arr.dtype)
+    return np.unique(arr)
+
+
 def _check_label(
     vol: Volume,
     case: str,
@@ -145,7 +177,7 @@ def _check_label(
     seen: set[int],
 ) -> None:
     arr = vol.array
-    values = np.unique(arr)
+    values = _unique_values(arr)
     if arr.dtype.kind == "f":
         bad = values[~np.isfinite(values) | (values != np.round(values))]
         if bad.size:
@@ -222,6 +254,55 @@ def _check_stray_files(root: Path, ending: str, problems: list[Problem]) -> None
                     "stray_file",
                 )
             )
+
+
+# ------------------------------------------------------------------------------- one case
+def check_case(
+    case: Case, declared: set[int] | None, *, read: Reader = read_volume, seen: set[int] | None = None
+) -> list[Problem]:
+    """Every check of one case: its image and, when ``case.label`` is set, its label map.
+
+    The image must be readable, 3D, on a regular orthogonal grid (no zero-scale or sheared
+    affine), finite (no NaN / inf voxel) and not constant; the label the same, with whole-number
+    values that ``declared`` lists, on the image's grid (shape, spacing, origin, direction). A
+    missing label file is the caller's business (``case.label is None`` checks the image only).
+
+    Args:
+        case: the case (its ``split`` and ``name`` go into the problems).
+        declared: the label values of ``dataset.json``; ``None`` skips the label-value check.
+        read: how to read a file; :func:`~medssl.data.io.read_volume` by default,
+            ``lambda p: cache.get(p).volume()`` to read from a :class:`~medssl.data.cache.VolumeCache`.
+        seen: if given, the label values found are added to it.
+
+    Returns:
+        The problems found (errors and warnings; codes in the module docstring), in the order
+        image, label, geometry. Never raises for a problem of the data.
+    """
+    problems: list[Problem] = []
+    split, name = case.split, case.name
+    image = _read(case.image, name, split, problems, read)
+    if image is not None:
+        _check_image(image, name, split, case.image, problems)
+    if case.label is None:
+        return problems
+    label = _read(case.label, name, split, problems, read)
+    if label is None:
+        return problems
+    _check_label(label, name, split, case.label, declared, problems, set() if seen is None else seen)
+    if image is not None:
+        diffs = _geometry_differences(image, label)
+        if diffs:
+            problems.append(
+                Problem(
+                    name,
+                    case.label,
+                    "error",
+                    "image and label geometry differ: " + "; ".join(diffs),
+                    "geometry_mismatch",
+                    split,
+                )
+            )
+    return problems
 
 
 # ------------------------------------------------------------------------------- the check
@@ -308,36 +389,16 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     all_cases = [c for split_cases in cases.values() for c in split_cases]
     for case in tqdm(all_cases, desc="checking", unit="case", disable=not progress):
         split, name = case.split, case.name
-        image = _read(case.image, name, split, problems)
-        if image is not None:
-            _check_image(image, name, split, case.image, problems)
         lab_dir = SPLIT_FOLDERS[split][1]
-        if lab_dir is None or (split == "test" and no_test_labels):
-            continue
-        if case.label is None:
+        skip_label = lab_dir is None or (split == "test" and no_test_labels)
+        if not skip_label and case.label is None:
+            problems.extend(check_case(case, declared))
             expected = root / lab_dir / f"{name}{ending}"
             problems.append(
                 Problem(name, expected, "error", f"no label file for image {case.image.name}", "missing_label", split)
             )
             continue
-        label = _read(case.label, name, split, problems)
-        if label is None:
-            continue
-        _check_label(label, name, split, case.label, declared, problems, seen)
-        if image is not None:
-            diffs = _geometry_differences(image, label)
-            if diffs:
-                problems.append(
-                    Problem(
-                        name,
-                        case.label,
-                        "error",
-                        "image and label geometry differ: " + "; ".join(diffs),
-                        "geometry_mismatch",
-                        split,
-                    )
-                )
-        del image, label
+        problems.extend(check_case(case if not skip_label else Case(name, case.image, None, split), declared, seen=seen))
 
     # --- orphan label files (no image with that case name)
     for split, (img_dir, lab_dir) in SPLIT_FOLDERS.items():

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medssl.cli import app
-from medssl.data.check import CheckReport, check_dataset
-from medssl.data.dataset import DatasetSpec, write_dataset_json
+from medssl.data.check import CheckReport, check_case, check_dataset
+from medssl.data.dataset import Case, DatasetSpec, write_dataset_json
 from medssl.data.io import write_volume
 from medssl.data.volume import Volume
 
@@ -433,3 +433,50 @@ def test_real_volumes(shared_data: Path, tmp_path: Path) -> None:
     mixed = report.for_case("mixed")
     assert [p.code for p in mixed] == ["geometry_mismatch"]
     assert all(f"{k} " in mixed[0].message for k in ("shape", "spacing", "origin"))
+
+
+def test_bad_geometry_is_its_own_code(tmp_path: Path) -> None:
+    """A sheared image is a ``bad_geometry`` error (not ``unreadable``); its label is still checked."""
+    root = _dataset(tmp_path)
+    direction = np.eye(3)
+    direction[:, 1] = [0.6, 0.8, 0.0]
+    # NRRD keeps a sheared direction as written (ITK's NIfTI writer would orthogonalise it)
+    write_volume(_image(direction=direction), root / "imagesTr" / "a_0000.nrrd")
+    (root / "imagesTr" / "a_0000.nii.gz").unlink()
+    spec = DatasetSpec("tiny", dict(LABELS), {"0": "MRI"}, ".nrrd", 2)
+    case = Case("a", root / "imagesTr" / "a_0000.nrrd", root / "labelsTr" / "a.nii.gz", "train")
+    problems = check_case(case, set(spec.labels.values()))
+    assert [p.code for p in problems] == ["bad_geometry"]
+    assert problems[0].message.startswith("sheared affine (space directions) (non-orthogonal axes: array axes 0 and 1")
+
+
+def test_check_case_through_the_volume_cache_finds_the_same(tmp_path: Path) -> None:
+    """preflight reads through the memory-mapped cache: same problems as data check's reader."""
+    from medssl.data.cache import VolumeCache
+
+    root = _dataset(tmp_path / "ds")
+    write_volume(_label(values=(0, 1, 7)), root / "labelsTr" / "b.nii.gz")
+    img = _image(1)
+    img.array[0, 0, 0] = np.nan
+    write_volume(img, root / "imagesTr" / "b_0000.nii.gz")
+    case = Case("b", root / "imagesTr" / "b_0000.nii.gz", root / "labelsTr" / "b.nii.gz", "train")
+    cache = VolumeCache(tmp_path / "cache")
+    direct = check_case(case, set(LABELS.values()))
+    cached = check_case(case, set(LABELS.values()), read=lambda p: cache.get(p).volume())
+    assert [p.code for p in direct] == ["nonfinite", "undeclared_labels"]
+    assert cached == direct
+    report = check_dataset(root, progress=False)
+    assert [p for p in report.for_case("b")] == direct
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.int64, np.uint64, bool, np.float32])
+def test_unique_values_matches_numpy(dtype) -> None:
+    from medssl.data.check import _unique_values
+
+    rng = np.random.default_rng(0)
+    low = -2 if np.dtype(dtype).kind == "i" else 0
+    arr = rng.integers(low, 5, (9, 7, 5)).astype(dtype)
+    assert np.array_equal(_unique_values(arr), np.unique(arr))
+    assert _unique_values(arr).dtype == np.unique(arr).dtype
+    wide = np.array([0, 1, 100_000], dtype=np.int64).reshape(1, 1, 3)  # a range too wide to count
+    assert np.array_equal(_unique_values(wide), [0, 1, 100_000])
