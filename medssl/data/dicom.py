@@ -19,7 +19,9 @@ volume's ``meta``, an error message or a log line. Messages name the user's fold
 series UIDs, descriptions and slice counts only.
 
 Compressed transfer syntaxes are decoded by pydicom's plugins: JPEG 2000 needs ``pylibjpeg`` +
-``pylibjpeg-openjpeg`` (dependencies of medssl), others may need ``python-gdcm``.
+``pylibjpeg-openjpeg`` (dependencies of medssl), others may need ``python-gdcm``. Only when no
+installed plugin can decode the transfer syntax does a decoding failure advise installing one;
+otherwise the file is at fault: "truncated or corrupt pixel data in FILE".
 """
 
 from __future__ import annotations
@@ -199,13 +201,42 @@ def _check_single_frame(s: DicomSeries, root: Path) -> None:
         )
 
 
+def _decoder_missing(tsuid: Any) -> bool:
+    """True when pydicom has no working decoder for the transfer syntax ``tsuid`` (a plugin to
+    install); False when it has one, so a failure is the data's fault."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return not get_decoder(tsuid).is_available
+    except (NotImplementedError, ValueError, ImportError):
+        return True  # a transfer syntax pydicom cannot decode at all
+
+
+def _gist(exc: Exception, caught: list) -> str:
+    """pydicom's reason in one short line (its messages span lines and add generic advice)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+    gist = (lines[0] + " " + "; ".join(lines[1:])).strip()
+    gist = gist.split(" - ")[0].rstrip(".")  # "... less than expected (N vs M bytes) - the dataset may be ..."
+    # pydicom's own note about a cut file, e.g. "End of file reached before delimiter (FFFE,E0DD)
+    # found in file ..."; only these: other reading warnings may quote element values (patient data)
+    cut = [str(w.message) for w in caught if str(w.message).startswith("End of file")]
+    if cut:
+        gist += "; " + cut[0].split(" found in file")[0]
+    return gist[:300]
+
+
 def _decode(path: Path, root: Path) -> np.ndarray:
+    import warnings
+
     import pydicom
 
     ds = None
     try:
-        ds = pydicom.dcmread(path, force=True)
-        arr = ds.pixel_array
+        # pydicom warns on stderr about what it then fails on (a cut file): keep it for the message
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, force=True)
+            arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001  pydicom raises several types for codec problems
         tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         if tsuid:
@@ -213,15 +244,16 @@ def _decode(path: Path, root: Path) -> np.ndarray:
             syntax = f"transfer syntax {tsname} ({tsuid})" if tsname != str(tsuid) else f"transfer syntax {tsuid}"
         else:
             syntax = "an unknown transfer syntax"
-        # pydicom lists the missing plugins on further lines: keep them, on one line.
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
-        gist = (lines[0] + " " + "; ".join(lines[1:])).strip()[:400]
-        raise DataError(
-            f"cannot decode the pixel data of {path.name}, {syntax}: {gist}. Compressed DICOM needs "
-            "a pydicom decoder plugin: pip install pylibjpeg pylibjpeg-openjpeg (JPEG 2000) or "
-            "python-gdcm (most other compressions)",
-            root,
-        ) from exc
+        rel = path.relative_to(root) if path.is_relative_to(root) else path.name
+        if tsuid and _decoder_missing(tsuid):
+            raise DataError(
+                f"cannot decode the pixel data of {rel}, {syntax}: {_gist(exc, caught)}. Compressed DICOM "
+                "needs a pydicom decoder plugin: pip install pylibjpeg pylibjpeg-openjpeg (JPEG 2000) or "
+                "python-gdcm (most other compressions)",
+                root,
+            ) from exc
+        # the decoder is there (or the data is uncompressed): the file is what is broken
+        raise DataError(f"truncated or corrupt pixel data in {rel} ({syntax}: {_gist(exc, caught)})", root) from exc
     if arr.ndim != 2:
         raise DataError(f"slice {path.name} decodes to an array of shape {arr.shape}, not a 2D image", root)
     return arr
@@ -268,7 +300,8 @@ def read_dicom_series(path: str | Path, series: str | None = None) -> Volume:
         DataError: no DICOM image under ``path``; several series and ``series`` not given;
             mixed orientation, size or pixel spacing; duplicate or missing slices; uneven
             spacing; a missing position/orientation tag; multi-frame or colour images; pixel
-            data that cannot be decoded.
+            data that cannot be decoded ("truncated or corrupt pixel data in FILE" when a decoder
+            is installed, else which plugin to install).
     """
     path = Path(path)
     if not path.exists():

@@ -35,8 +35,8 @@ class DicomSeries:
 
     Attributes:
         key: SeriesInstanceUID, or ``"series-<hash>"`` from the fallback grouping key when the
-            files have no SeriesInstanceUID. Pass it as ``series=`` to
-            :func:`medssl.data.dicom.read_dicom_series`.
+            files have no SeriesInstanceUID. Pass it as ``--series KEY`` on the command line, or
+            ``series=`` to :func:`medssl.data.dicom.read_dicom_series`.
         files: the image files of the series, in the order they were found (not sorted).
         modality: DICOM Modality (``"CT"``, ``"MR"``...), ``""`` if absent.
         description: SeriesDescription, ``""`` if absent.
@@ -216,6 +216,9 @@ def choose_series(found: list[DicomSeries], series: str | None, root: Path) -> D
 
     Raises:
         DataError: no series; several and ``series`` not given; ``series`` matches none or several.
+            The messages list the series (key, description, modality, slices, size; never patient
+            data) and name the command-line option ``--series KEY``, since that is how a user
+            of ``medssl data info`` chooses one.
     """
     if not found:
         raise DataError("no DICOM image files found (searched the folder and its subfolders)", root)
@@ -223,13 +226,17 @@ def choose_series(found: list[DicomSeries], series: str | None, root: Path) -> D
         if len(found) == 1:
             return found[0]
         raise DataError(
-            f"holds {len(found)} DICOM series: {_series_list(found, root)}. Point at a folder "
-            "holding only one series, or choose one with "
-            "medssl.data.dicom.read_dicom_series(folder, series=KEY)",
+            f"holds {len(found)} DICOM series: {_series_list(found, root)}. Choose one with "
+            f"--series KEY (a key above or a unique prefix of it, e.g. --series {found[0].key}), "
+            "or point at a folder holding only one series",
             root,
         )
     matches = [s for s in found if s.key == series] or [s for s in found if s.key.startswith(series)]
     if len(matches) != 1:
         what = "matches no" if not matches else "matches more than one"
-        raise DataError(f"series {series!r} {what} DICOM series here: {_series_list(found, root)}", root)
+        raise DataError(
+            f"--series {series!r} {what} DICOM series here: {_series_list(found, root)}; give one of "
+            "these keys (or a unique prefix of it)",
+            root,
+        )
     return matches[0]

@@ -339,7 +339,7 @@ def test_choose_series_by_key(tmp_path: Path):
     one = next(p for p in tmp_path.iterdir() if p.name.startswith("v"))
     assert read_dicom_series(one).shape == (16, 12, 5)
     msg = read_error(tmp_path, series="9.9")
-    assert "matches no" in msg
+    assert "--series '9.9' matches no" in msg and "1.2.3.4.1" in msg
 
 
 # ------------------------------------------------------------------------------ errors
@@ -357,7 +357,9 @@ def test_error_two_series(tmp_path: Path):
     assert "2 DICOM series" in msg
     assert "1.2.3.4.1 'arterial' CT, 8 slices" in msg
     assert "1.2.3.4.2 'venous' CT, 5 slices" in msg
-    assert "series=" in msg
+    # the user is pointed at the command-line option, with the keys to give it, not at Python
+    assert "--series KEY" in msg and "--series 1.2.3.4.1" in msg
+    assert "read_dicom_series" not in msg and "series=" not in msg
     assert "\n" not in msg
 
 
@@ -428,6 +430,16 @@ def test_error_undecodable_pixel_data(tmp_path: Path):
     assert "cannot decode the pixel data" in msg and paths[1].name in msg
     assert "JPEG-LS Lossless" in msg and JPEGLSLossless in msg
     assert "pylibjpeg-openjpeg" in msg and "python-gdcm" in msg
+
+
+def test_error_truncated_slice_is_corrupt_data_not_a_missing_plugin(tmp_path: Path):
+    paths = write_series(tmp_path / "s", n=3)
+    size = paths[1].stat().st_size
+    with open(paths[1], "r+b") as fh:
+        fh.truncate(size - 100)
+    msg = read_error(tmp_path / "s")
+    assert f"truncated or corrupt pixel data in {paths[1].name}" in msg
+    assert "less than expected" in msg and "pip install" not in msg and "\n" not in msg
 
 
 def test_patient_data_never_leaks(tmp_path: Path):
