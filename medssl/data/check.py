@@ -398,7 +398,8 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
                 Problem(name, expected, "error", f"no label file for image {case.image.name}", "missing_label", split)
             )
             continue
-        problems.extend(check_case(case if not skip_label else Case(name, case.image, None, split), declared, seen=seen))
+        checked = case if not skip_label else Case(name, case.image, None, split)
+        problems.extend(check_case(checked, declared, seen=seen))
 
     # --- orphan label files (no image with that case name)
     for split, (img_dir, lab_dir) in SPLIT_FOLDERS.items():

@@ -7,8 +7,8 @@ exist; nibabel raises on truncation and keeps the values. Volumes are converted 
 memory-mapped cache anyway, so the slower decode is paid once per file. Geometry is converted to
 ITK's LPS convention and agrees with SimpleITK's (tested on every real volume). Only regular
 orthogonal grids are returned: a zero-scale or sheared voxel-to-world matrix is a
-:class:`~medssl.data.volume.GeometryError` naming the file (why: :mod:`medssl.data.volume`). A folder is read as a DICOM series
-(:mod:`medssl.data.dicom`). Writers are atomic: the file is written next to its destination
+:class:`~medssl.data.volume.GeometryError` naming the file (why: :mod:`medssl.data.volume`).
+A folder is read as a DICOM series (:mod:`medssl.data.dicom`). Writers are atomic: the file is written next to its destination
 under a temporary name and renamed, so an interrupted job never leaves half a volume behind.
 """
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -116,8 +117,6 @@ def preflight_cache_file(cases: Iterable[Case]) -> Path:
     cases = list(cases)
     root = _dataset_root(cases)
     if root is None:
-        import os
-
         root = Path(os.path.commonpath([str(c.image.resolve().parent) for c in cases])) if cases else Path(".")
     return cache_dir("checks", root) / _RESULTS
 
@@ -127,7 +126,9 @@ def _load(path: Path) -> dict[str, str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # absent, half-written by a killed process, or not ours: check again
-    if not isinstance(data, dict) or data.get("check_version") != CHECK_VERSION or not isinstance(data.get("passed"), dict):
+    if not isinstance(data, dict) or data.get("check_version") != CHECK_VERSION:
+        return {}
+    if not isinstance(data.get("passed"), dict):
         return {}
     return {str(k): str(v) for k, v in data["passed"].items()}
 
