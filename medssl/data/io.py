@@ -15,8 +15,10 @@ under a temporary name and renamed, so an interrupted job never leaves half a vo
 from __future__ import annotations
 
 import gzip
+import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -98,14 +100,26 @@ def _read_dicom(path: Path, series: str | None = None) -> Volume:
     return read_dicom_series(path, series=series)
 
 
+@contextmanager
+def _nibabel_quiet() -> Iterator[None]:
+    """Silence nibabel's header-fix logger for a while. (nibabel's own ``LoggingOutputSuppressor``
+    loses its handlers for good, after which Python's last-resort handler prints anyway.)"""
+    logger = logging.getLogger("nibabel.global")
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
-    from nibabel.imageglobals import LoggingOutputSuppressor
 
     try:
         # nibabel prints the header fixes it makes (e.g. "setting 0 dims to 1") on stderr; the
         # one that matters (a zero voxel size) is an error below, from the raw header.
-        with LoggingOutputSuppressor():
+        with _nibabel_quiet():
             if path.name.lower().endswith(".gz"):
                 # Decompress in one go: unlike nibabel's streaming reader, this verifies the gzip CRC
                 # and length, so a damaged or cut .nii.gz is an error instead of wrong voxels.

@@ -33,16 +33,17 @@ def test_zero_scale_sform(tmp_path: Path):
     assert "zero-scale affine in the sform: voxel size 0 along array axis 2" in msg
 
 
+def zero_pixdim_qform(hdr) -> None:
+    """No sform; the qform's voxel size along axis 2 (pixdim[3]) is 0."""
+    hdr["sform_code"] = 0
+    pixdim = hdr["pixdim"]
+    pixdim[3] = 0
+    hdr["pixdim"] = pixdim
+
+
 def test_zero_voxel_size_in_qform_is_not_silently_1mm(tmp_path: Path):
     """nibabel and ITK replace a pixdim of 0 by 1 mm; medssl refuses it when the qform uses it."""
-
-    def qform_only(hdr):
-        hdr["sform_code"] = 0
-        pixdim = hdr["pixdim"]
-        pixdim[3] = 0
-        hdr["pixdim"] = pixdim
-
-    msg = _read_error(write_nifti_raw(tmp_path / "pixdim0.nii.gz", ARRAY, qform_only))
+    msg = _read_error(write_nifti_raw(tmp_path / "pixdim0.nii.gz", ARRAY, zero_pixdim_qform))
     assert "zero-scale affine in the qform: voxel size 0 along array axis 2 (pixdim (1, 1, 0))" in msg
 
 
@@ -112,8 +113,12 @@ def test_orientation_of_degenerate_geometry_is_not_a_type_error():
 # ------------------------------------------------------------------------------ commands
 @pytest.mark.parametrize(
     "edit, needle",
-    [(zero_scale, "zero-scale affine in the sform"), (sheared, "sheared affine in the sform")],
-    ids=["zero-scale", "sheared"],
+    [
+        (zero_scale, "zero-scale affine in the sform"),
+        (zero_pixdim_qform, "zero-scale affine in the qform"),  # and no nibabel note on stderr
+        (sheared, "sheared affine in the sform"),
+    ],
+    ids=["zero-scale", "zero-pixdim-qform", "sheared"],
 )
 def test_data_info_is_one_line(tmp_path: Path, edit, needle):
     path = write_nifti_raw(tmp_path / "bad.nii.gz", ARRAY, edit)
