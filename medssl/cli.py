@@ -101,9 +101,10 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
 ) -> None:
     """Report every problem per case (geometry mismatch, undeclared labels, NaNs, empty or unreadable files)."""
+    from medssl.core.runtime import interactive
     from medssl.data.check import check_dataset
 
-    report = check_dataset(root, progress=not as_json)
+    report = check_dataset(root, progress=not as_json and interactive())
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -167,13 +168,14 @@ def train(
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its last checkpoint.")] = False,
+    skip_checks: Annotated[bool, typer.Option(help="Do not check the cases before training (they are checked once per file version anyway).")] = False,
 ) -> None:
     """Train a model from a recipe; writes config, checkpoints, metrics log and metrics.json."""
     from medssl.config import load_config
     from medssl.engines.train import run_training
 
     cfg = load_config(config, set_)
-    result = run_training(cfg, out=out, resume=resume)
+    result = run_training(cfg, out=out, resume=resume, skip_checks=skip_checks)
     if result.get("rank", 0) == 0:
         typer.echo(result["summary"])
 
@@ -193,11 +195,13 @@ def pseudo_label(
     split: Annotated[_Split, typer.Option(help="Which images.")] = _Split.unlabeled,
     mc_samples: Annotated[Optional[int], typer.Option(min=1, help="MC-dropout passes (default: the run's).")] = None,
     force: Annotated[bool, typer.Option(help="Start over when OUT holds another checkpoint's or dataset's export.")] = False,
+    skip_checks: Annotated[bool, typer.Option(help="Do not check the images before predicting.")] = False,
 ) -> None:
     """Fused pseudo-labels, each view's prediction, uncertainty and confidence per case, with a review manifest."""
     from medssl.inference.pseudo_label import export_pseudo_labels
 
-    path = export_pseudo_labels(checkpoint, data, out, split=split.value, mc_samples=mc_samples, force=force)
+    path = export_pseudo_labels(checkpoint, data, out, split=split.value, mc_samples=mc_samples, force=force,
+                                skip_checks=skip_checks)
     typer.echo(f"manifest: {path}")
 
 

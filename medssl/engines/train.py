@@ -182,18 +182,20 @@ def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path):
     )
 
 
-def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) -> dict:
+def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False, skip_checks: bool = False) -> dict:
     """Train ``cfg`` into run folder ``out``; returns the final metrics and a one-line summary.
 
     Deterministic on CPU for a given seed (patches are a function of seed and step; see
     :mod:`medssl.data.seg_dataset`); ``resume`` continues from ``OUT/checkpoints/last.ckpt`` with
-    the same optimiser, LR schedule, step and RNG state.
+    the same optimiser, LR schedule, step and RNG state. Before anything is written, every case
+    the run will read passes :func:`medssl.data.preflight.preflight` (the checks of ``medssl data
+    check``, remembered per file version) unless ``skip_checks``.
     """
     import pytorch_lightning  # noqa: F401  (before _quiet_lightning: Lightning sets its loggers when imported)
 
     _quiet_lightning()
 
-    from medssl.core.runtime import tune_allocator
+    from medssl.core.runtime import interactive, tune_allocator
     from medssl.data.dataset import read_dataset_json
     from medssl.methods import get_method
 
@@ -205,12 +207,17 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False) 
     spec = read_dataset_json(cfg.data.root)
     pretrain = get_method(cfg.method).is_pretraining  # declared on the class
     splits = build_splits(cfg, pretraining=pretrain)
+    if not skip_checks:  # refuse broken cases before a folder is made or a step is taken
+        from medssl.data.preflight import preflight
+
+        preflight(splits.pretraining_pool() if pretrain else splits.train + splits.val + splits.test, spec,
+                  volume_cache=default_cache_dir(cfg), progress=interactive(cfg.trainer.progress) and rank() == 0)
     out, created = prepare_run_dir(cfg, out, resume)
     done_at = _resume_point(out, cfg) if resume else None
     if done_at is not None and done_at >= cfg.trainer.max_steps and (out / "metrics.json").is_file():
         return _already_complete(out, done_at)
     try:
-        return _fit(cfg, out, resume, spec, pretrain, splits, t0)
+        return _fit(cfg, out, resume, spec, pretrain, splits, t0, skip_checks)
     except BaseException as exc:
         if rank() == 0:
             _mark_failed(out, created, exc)
@@ -227,7 +234,7 @@ def _already_complete(out: Path, step: int) -> dict:
     return result
 
 
-def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, t0: float) -> dict:
+def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, t0: float, skip_checks: bool) -> dict:
     """The training proper (see :func:`run_training`)."""
     import pytorch_lightning as pl
     import torch
@@ -259,7 +266,12 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
                         cfg.data.root)
     cache_dir = default_cache_dir(cfg)
     used = splits.pretraining_pool() if pretrain else splits.train + splits.val + splits.test
-    used = used + (splits.unlabeled if model.uses_unlabeled else [])
+    if model.uses_unlabeled and not pretrain:
+        if not skip_checks:
+            from medssl.data.preflight import preflight
+
+            preflight(splits.unlabeled, spec, volume_cache=cache_dir, progress=interactive(tc.progress) and rank() == 0)
+        used = used + splits.unlabeled
     warm_cache(used, cache_dir, progress=interactive(tc.progress) and rank() == 0)
 
     if cfg.init_from is not None and not resume:

@@ -39,6 +39,7 @@ def export_pseudo_labels(
     mc_samples: int | None = None,
     progress: bool = True,
     force: bool = False,
+    skip_checks: bool = False,
 ) -> Path:
     """Write pseudo-labels for the cases of ``split`` of dataset ``data``; returns the manifest path.
 
@@ -49,7 +50,7 @@ def export_pseudo_labels(
     from tqdm.auto import tqdm
 
     from medssl.core.paths import cache_dir
-    from medssl.core.runtime import tune_allocator
+    from medssl.core.runtime import interactive, tune_allocator
     from medssl.data.cache import VolumeCache
     from medssl.data.dataset import list_cases, read_dataset_json
     from medssl.data.io import write_volume
@@ -65,6 +66,11 @@ def export_pseudo_labels(
     cases = list_cases(data, split, data_spec)
     if not cases:
         raise DataError(f"no {split} images to pseudo-label", data)
+    volume_cache = cfg.data.cache_dir if cfg.data.cache_dir is not None else cache_dir("volumes", data)
+    if not skip_checks:  # broken images are refused before anything is written
+        from medssl.data.preflight import preflight
+
+        preflight(cases, data_spec, volume_cache=volume_cache, progress=interactive(progress))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError("--out must be a folder (or a path to create one), not a file", out)
@@ -85,9 +91,9 @@ def export_pseudo_labels(
     manifest.checkpoint_sha256, manifest.dataset_fingerprint = ckpt_sha, fingerprint
     manifest.cases = [c for c in manifest.cases if manifest.resolve(c.label).is_file()]
     done = {c.name for c in manifest.cases}
-    cache = VolumeCache(cfg.data.cache_dir if cfg.data.cache_dir is not None else cache_dir("volumes", data))
+    cache = VolumeCache(volume_cache)
     n = predictor.num_views
-    for case in tqdm([c for c in cases if c.name not in done], desc="pseudo-labels", disable=not progress):
+    for case in tqdm([c for c in cases if c.name not in done], desc="pseudo-labels", disable=not interactive(progress)):
         vol = cache.get(case.image).volume()
         pred = predictor.predict_volume(vol, seed=case.name)  # MC masks: a function of the case
         rel = {

@@ -184,3 +184,53 @@ def test_config_errors_create_no_run_folder(tiny_data, tmp_path):
     with pytest.raises(DataError):
         run_training(load_config(None, tiny_overrides(tmp_path / "missing")), out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _broken_copy(tiny_data, tmp_path, fault: str) -> Path:
+    import shutil
+
+    import numpy as np
+
+    from medssl.data.io import read_volume, write_volume
+
+    root = tmp_path / f"broken_{fault}"
+    shutil.copytree(tiny_data, root)
+    if fault == "nan":
+        target = sorted((root / "imagesTr").iterdir())[0]
+        vol = read_volume(target)
+        arr = vol.array.astype(np.float32)
+        arr[3, 3, 3] = np.nan
+        write_volume(vol.with_array(arr), target)
+    elif fault == "label7":
+        target = sorted((root / "labelsVal").iterdir())[0]
+        vol = read_volume(target)
+        arr = vol.array.copy()
+        arr[0, 0, 0] = 7
+        write_volume(vol.with_array(arr), target)
+    elif fault == "unlabeled_nan":
+        target = sorted((root / "imagesUnlabeled").iterdir())[0]
+        vol = read_volume(target)
+        arr = vol.array.astype(np.float32)
+        arr[1, 1, 1] = np.inf
+        write_volume(vol.with_array(arr), target)
+    return root, target
+
+
+@pytest.mark.parametrize("fault,needle", [("nan", "not finite"), ("label7", "not declared in dataset.json: 7")])
+def test_train_refuses_broken_cases_before_making_the_run_folder(tiny_data, tmp_path, fault, needle):
+    root, target = _broken_copy(tiny_data, tmp_path, fault)
+    res = subprocess.run(MEDSSL + ["train", _recipe(tmp_path), *_sets(root), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True)
+    _one_line_error(res, 1, target.name, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pseudo_label_refuses_a_broken_image_before_writing(tiny_data, tmp_path):
+    ck_run = tmp_path / "ck"
+    run_training(load_config(None, tiny_overrides(tiny_data, **{"trainer.max_steps": 2, "trainer.val_every": 2})),
+                 out=ck_run)
+    root, target = _broken_copy(tiny_data, tmp_path, "unlabeled_nan")
+    res = subprocess.run(MEDSSL + ["pseudo-label", "--checkpoint", str(ck_run / "checkpoints/last.ckpt"),
+                                   "--data", str(root), "--out", str(tmp_path / "pl")], capture_output=True, text=True)
+    _one_line_error(res, 1, target.name, "not finite")
+    assert not (tmp_path / "pl").exists()
