@@ -119,9 +119,10 @@ def data_cache(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default $MEDSSL_CACHE/volumes/<dataset>-<hash>, never inside the dataset).")] = None,
 ) -> None:
     """Convert every volume of a dataset once into the memory-mapped cache used for training."""
+    from medssl.core.runtime import interactive
     from medssl.data.cache import cache_dataset
 
-    out = cache_dataset(root, cache_dir=cache_dir, progress=True)
+    out = cache_dataset(root, cache_dir=cache_dir, progress=interactive())
     typer.echo(f"cache ready: {out}")
 
 
@@ -154,8 +155,10 @@ def sample_data(
     """Generate a small 3D segmentation dataset of phantoms (organ-like shapes, noise, bias field)."""
     from medssl.data.phantoms import generate_sample_data
 
+    from medssl.core.runtime import interactive
+
     path = generate_sample_data(out, seed=seed, n_labeled=labeled, n_unlabeled=unlabeled, n_val=val, n_test=test,
-                                force=force)
+                                force=force, progress=interactive())
     typer.echo(f"sample data written to {path}")
 
 
