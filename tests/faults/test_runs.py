@@ -195,24 +195,13 @@ def _broken_copy(tiny_data, tmp_path, fault: str) -> Path:
 
     root = tmp_path / f"broken_{fault}"
     shutil.copytree(tiny_data, root)
-    if fault == "nan":
-        target = sorted((root / "imagesTr").iterdir())[0]
-        vol = read_volume(target)
-        arr = vol.array.astype(np.float32)
-        arr[3, 3, 3] = np.nan
-        write_volume(vol.with_array(arr), target)
-    elif fault == "label7":
-        target = sorted((root / "labelsVal").iterdir())[0]
-        vol = read_volume(target)
-        arr = vol.array.copy()
-        arr[0, 0, 0] = 7
-        write_volume(vol.with_array(arr), target)
-    elif fault == "unlabeled_nan":
-        target = sorted((root / "imagesUnlabeled").iterdir())[0]
-        vol = read_volume(target)
-        arr = vol.array.astype(np.float32)
-        arr[1, 1, 1] = np.inf
-        write_volume(vol.with_array(arr), target)
+    folder, voxel, value = {"nan": ("imagesTr", (3, 3, 3), np.nan), "label7": ("labelsVal", (0, 0, 0), 7),
+                            "unlabeled_nan": ("imagesUnlabeled", (1, 1, 1), np.inf)}[fault]
+    target = sorted((root / folder).iterdir())[0]
+    vol = read_volume(target)
+    arr = vol.array.astype(np.float32) if isinstance(value, float) else vol.array.copy()
+    arr[voxel] = value
+    write_volume(vol.with_array(arr), target)
     return root, target
 
 
