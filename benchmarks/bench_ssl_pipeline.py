@@ -1,12 +1,12 @@
 """SSL pretraining step: medssl's in-memory batched pipeline against a pre-made batch and a per-sample DataLoader.
 
 One process, real MedMNIST data (BreastMNIST 28 px in 2D, AdrenalMNIST3D 28^3 with
-``--spatial-dims 3``), SimCLR (``medssl.methods.ssl.SimCLR``) on a ResNet-18 (small 3x3 stem at
+``--spatial-dims 3``), SimCLR (``medssl.methods.image_ssl.SimCLR``) on a ResNet-18 (small 3x3 stem at
 28 px), batch 256 (2D) / 32 (3D). Rows, each in images (not views) per second:
 
-* ``(a) medssl step``: what ``medssl.engines.ssl_pretrain.pretrain_ssl`` does per step: index a
+* ``(a) medssl step``: what ``medssl.engines.image_ssl.pretrain_ssl`` does per step: index a
   batch from the uint8 training tensor with a permutation, move it to the device, augment the whole
-  batch there (``make_views``: ``SSLAugment("simclr").two_views``), then ``train_step`` (forward +
+  batch there (the method's ``augmented_views``: ``SSLAugment("simclr").two_views``), then ``train_step`` (forward +
   backward + AdamW step) at medssl's default precision (bf16 autocast + channels_last). Also at
   fp32 (``(a) medssl step, fp32``), to compare pipelines at one precision.
 * ``(b) pre-made batch``: the same ``train_step`` on two views augmented once, outside the timing
@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-    from medssl.data.medmnist import load_medmnist
-    from medssl.engines.ssl_pretrain import build_pretrain_model, make_views, memory_format_for, train_step
-    from medssl.transforms.ssl_augment import SSLAugment
+    from medssl.core.runtime import memory_format_for
+    from medssl.engines.image_ssl import build_pretrain_model, train_step
+    from medssl.medmnist.data import load_medmnist
+    from medssl.transforms.image_ssl_augment import SSLAugment
 
     t_start = time.perf_counter()
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -180,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     def medssl_step(model, opt, precision, memory_format):
         def step() -> None:
             x = order.next().to(device, non_blocking=True)
-            views = make_views(model, augment, x, gen)
+            views = model.augmented_views(augment, x, gen)
             train_step(model, opt, views, None, precision, memory_format)
             model.momentum_update(0.5)  # a no-op for SimCLR; the engine calls it after every step
 
         return step
 
-    premade = [v.contiguous(memory_format=fmt) for v in make_views(fast, augment, images[:batch].to(device), gen)]
+    premade = [v.contiguous(memory_format=fmt) for v in fast.augmented_views(augment, images[:batch].to(device), gen)]
 
     def premade_step() -> None:
         train_step(fast, fast_opt, premade, None, "bf16", fmt)

@@ -8,7 +8,7 @@ loss. MONAI is imported only when a loss that needs it is built.
 ``contrastive``: the global (G^R, G^D-, G^D) and local (L^R, L^D) contrastive losses of
 Chaitanya et al. (NeurIPS 2020) and the local-region layout.
 
-``ssl``: the losses of the self-supervised methods of ``medssl.methods.ssl``.
+``image_ssl``: the losses of the image-level self-supervised methods of ``medssl.methods.image_ssl``.
 """
 
 from medssl.losses.contrastive import GlobalContrastiveLoss, LocalContrastiveLoss, local_region_starts

@@ -3,13 +3,13 @@
 For every eval dataset ``A`` and every ``pretrain`` entry, a :class:`Backbone`: random weights
 (``method: none, init: random``), a local checkpoint or another medssl pretraining run
 (``method: none, init: checkpoint | run``), or the result of SSL pretraining
-(:func:`medssl.engines.ssl_pretrain.pretrain_ssl`) on the train split of ``A`` (the entry's
+(:func:`medssl.engines.image_ssl.pretrain_ssl`) on the train split of ``A`` (the entry's
 default) or of the entry's fixed ``datasets`` list (several = multi-domain, on their union).
 Pretraining lives in ``out/pretrain/<entry>/<A or A+B...>/``; the engine resumes it per epoch,
 and a finished one is marked by ``medssl_pretrain.json`` there (so it is not reloaded).
 
 Every backbone is wrapped in :class:`Standardize`: float images in [0, 1] are normalised with mean
-0.5 / std 0.5 (the :class:`~medssl.transforms.ssl_augment.SSLAugment` default the backbones were
+0.5 / std 0.5 (the :class:`~medssl.transforms.image_ssl_augment.SSLAugment` default the backbones were
 pretrained with), for feature extraction and fine-tuning alike.
 """
 
@@ -149,7 +149,7 @@ class Backbone:
         return self._ckpt
 
     def _pretrain(self, settings: str, resume: bool) -> Path:
-        from medssl.engines import ssl_pretrain as engine
+        from medssl.engines import image_ssl as engine
         from medssl.medmnist.channels import union_images
 
         e, run = self.entry, self.run
@@ -199,7 +199,7 @@ class Backbone:
 
     def _load(self, ckpt: Path) -> nn.Module:
         """A medssl pretraining checkpoint as it is; a foreign file into the entry's arch for this dataset."""
-        from medssl.engines.ssl_pretrain import load_backbone
+        from medssl.engines.image_ssl_checkpoint import load_backbone
 
         try:
             return load_backbone(ckpt)

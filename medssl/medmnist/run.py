@@ -299,7 +299,7 @@ class MedMNISTRun:
             head = nn.Linear(model.out_dim, num_outputs(tr)).to(self.device)
         augment = None
         if ft.augment == "light":
-            from medssl.transforms.ssl_augment import SSLAugment
+            from medssl.transforms.image_ssl_augment import SSLAugment
 
             augment = SSLAugment("light", spatial_dims=tr.spatial_dims, std=None).to(self.device)
         probs, history = ft_mod.fine_tune(

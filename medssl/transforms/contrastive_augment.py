@@ -1,7 +1,7 @@
 """Augmentations of the global / local contrastive pretraining (Chaitanya et al., NeurIPS 2020).
 
 Batched tensor operations on z-scored (not [0, 1]) images, 2D or 3D, so the SimCLR-style colour
-ops of :mod:`medssl.transforms.ssl_augment` (which clamp to [0, 1]) are not used. The official
+ops of :mod:`medssl.transforms.image_ssl_ops` (which clamp to [0, 1]) are not used. The official
 code's pretraining stages use random brightness (max delta 0.3) and contrast (0.7-1.3), plus
 random affine/elastic deformations for the global stage. Here:
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from medssl.transforms.ssl_augment import random_resized_crop
+from medssl.transforms.image_ssl_ops import random_resized_crop
 
 
 def intensity_jitter(x: torch.Tensor, strength: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ from medssl.losses.contrastive import (
     local_region_starts,
     masked_contrastive_loss,
 )
-from medssl.losses.ssl import NTXentLoss
+from medssl.losses.image_ssl import NTXentLoss
 
 # ------------------------------------------------------------------------------------ references
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from medssl.config import build_config
 from medssl.nets.backbones import build_backbone
-from medssl.engines import ssl_pretrain as engine
+from medssl.engines import image_ssl as engine
 from medssl.errors import ConfigError
 from medssl.medmnist import features, finetune, protocols
 from medssl.medmnist import run as me
@@ -386,7 +386,7 @@ def test_arch_kwargs_choose_the_stem(fake_root, tmp_path, monkeypatch):
 
 
 def test_method_names_match_the_registry():
-    from medssl.methods.ssl import SSL_METHODS
+    from medssl.methods.image_ssl import SSL_METHODS
 
     assert set(MEDMNIST_SSL_METHODS) == set(SSL_METHODS)
 

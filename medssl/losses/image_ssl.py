@@ -1,4 +1,4 @@
-"""Losses of the self-supervised methods in ``medssl.methods.ssl``: embeddings in, scalar out.
+"""Losses of the image-level self-supervised methods (``medssl.methods.image_ssl``): embeddings in, scalar out.
 
 Each loss is a small ``nn.Module`` that checks its input shapes and raises ``ValueError`` with the
 shapes it got. Which networks produce the embeddings (projector, predictor, momentum encoder) is
@@ -28,7 +28,17 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, loss: str, min_batch: int = 1)
         raise ValueError(f"{loss} needs a batch of at least {min_batch}, got {a.shape[0]}")
 
 
-class NTXentLoss(nn.Module):
+class _TemperatureLoss(nn.Module):
+    """A contrastive loss with a softmax temperature ``T > 0``."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+
+class NTXentLoss(_TemperatureLoss):
     """Normalised temperature-scaled cross-entropy (SimCLR).
 
     Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
@@ -49,10 +59,7 @@ class NTXentLoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.5) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        super().__init__(temperature)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         _check_pair(z_a, z_b, "NTXentLoss")
@@ -65,7 +72,7 @@ class NTXentLoss(nn.Module):
         return F.cross_entropy(logits, targets)
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(_TemperatureLoss):
     """InfoNCE of MoCo v3 between queries and momentum keys, scaled by ``2T``.
 
     Chen, Xie & He, "An Empirical Study of Training Self-Supervised Vision Transformers",
@@ -86,10 +93,7 @@ class InfoNCELoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.2) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        super().__init__(temperature)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         _check_pair(q, k, "InfoNCELoss")
@@ -346,7 +350,7 @@ class NNMemoryBank(nn.Module):
         self.filled.fill_(min(self.size, int(self.filled) + z.shape[0]))
 
 
-class NNCLRLoss(nn.Module):
+class NNCLRLoss(_TemperatureLoss):
     """Contrastive loss of NNCLR: nearest neighbours as positives, the other view as candidates.
 
     Dwibedi et al. 2021 (see :class:`NNMemoryBank`), Sec. 3.1::
@@ -367,10 +371,7 @@ class NNCLRLoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.1) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        super().__init__(temperature)
 
     def forward(self, nn_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
         _check_pair(nn_a, p_b, "NNCLRLoss")

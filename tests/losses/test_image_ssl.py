@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medssl.losses.ssl import (
+from medssl.losses.image_ssl import (
     BarlowTwinsLoss,
     DINOLoss,
     InfoNCELoss,

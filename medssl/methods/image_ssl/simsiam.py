@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from medssl.losses.ssl import NegativeCosineLoss
-from medssl.methods.ssl.base import SSLMethod, two_views
+from medssl.losses.image_ssl import NegativeCosineLoss
+from medssl.methods.image_ssl.base import SSLMethod, two_views
 from medssl.nets.heads import MLPHead
 
 

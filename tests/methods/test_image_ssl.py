@@ -1,4 +1,4 @@
-"""Every registered SSL method runs real optimiser steps with a tiny stand-in backbone.
+"""Every registered image-SSL method runs real optimiser steps with a tiny stand-in backbone.
 
 The backbone contract (``backbone(x) -> (B, backbone.out_dim)``) is played by a Flatten + Linear;
 head sizes are shrunk so the whole file stays light on CPU. Also: the heads of
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from medssl.methods.ssl import SSL_METHODS, build_ssl_method, cosine_momentum
+from medssl.methods.image_ssl import SSL_METHODS, build_ssl_method, cosine_momentum
 from medssl.nets.heads import DINOHead, MLPHead
 
 NAMES = ["simclr", "mocov3", "byol", "simsiam", "dino", "barlow", "vicreg", "nnclr", "supervised"]
@@ -93,8 +93,43 @@ def test_default_sizes_build_and_declare_a_preset(name):
 
 
 def test_every_preset_exists_in_the_augmentation_presets():
-    presets = pytest.importorskip("medssl.transforms.ssl_augment").PRESETS
+    from medssl.transforms.image_ssl_augment import PRESETS as presets
+
     assert {m.aug_preset for m in SSL_METHODS.values()} <= set(presets)
+
+
+def test_declared_needs_of_the_loop():
+    """What the pretraining loop reads from the classes (it never looks at their names)."""
+    m = SSL_METHODS
+    assert {n: m[n].default_lr("resnet18", 256) for n in NAMES} == {
+        n: (5e-4 if n == "dino" else 1e-3) for n in NAMES}
+    assert m["simclr"].default_lr("resnet18", 64) == pytest.approx(2.5e-4)
+    assert m["mocov3"].default_lr("vit_small", 256) == 1.5e-4 and m["mocov3"].default_lr("resnet50", 256) == 1e-3
+    assert m["dino"].default_grad_clip("resnet18") == m["dino"].default_grad_clip("vit_small") == 3.0
+    assert m["simclr"].default_grad_clip("resnet18") is None and m["simclr"].default_grad_clip("vit_small") == 3.0
+    assert m["dino"].default_kwargs("resnet50") == {"use_bn_in_head": True} and m["dino"].default_kwargs("vit_small") == {}
+    assert m["supervised"].default_kwargs("resnet18", 4) == {"num_classes": 4}
+    assert m["simclr"].default_kwargs("resnet18", 4) == {}
+    assert m["dino"].augment_defaults(28, {}) == {"local_size": 12}
+    assert m["dino"].augment_defaults(28, {"patch_size": 4}) == {"local_size": 12}
+    assert m["dino"].augment_defaults(64, {"patch_size": 8}) == {"local_size": 24}
+    assert [n for n in NAMES if m[n].uses_labels] == ["supervised"]
+    assert m["supervised"].label_settings(torch.tensor([0, 2, 1]), None) == (3, {})
+    assert m["supervised"].label_settings(torch.zeros(3, 5), None) == (5, {"multi_label": True})
+    assert m["supervised"].label_settings(torch.tensor([0, 1]), 4) == (4, {})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_augmented_views_are_what_training_loss_takes(name):
+    from medssl.transforms.image_ssl_augment import SSLAugment
+
+    method = make(name, pooled_backbone())
+    augment = SSLAugment(method.aug_preset, n_local=2 if name == "dino" else None)
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    views = method.augmented_views(augment, x, torch.Generator().manual_seed(0))
+    assert len(views) == {"dino": 4, "supervised": 1}.get(name, 2)
+    loss, _ = method.training_loss(views, torch.randint(0, 3, (8,)))
+    assert math.isfinite(loss.item())
 
 
 # ---------------------------------------------------------------- real steps

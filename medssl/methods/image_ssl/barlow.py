@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from medssl.losses.ssl import BarlowTwinsLoss
-from medssl.methods.ssl.base import SSLMethod, two_views
+from medssl.losses.image_ssl import BarlowTwinsLoss
+from medssl.methods.image_ssl.base import SSLMethod, two_views
 from medssl.nets.heads import MLPHead
 
 

@@ -1,24 +1,22 @@
 """BYOL: online encoder + predictor regress an EMA target encoder, ``2 - 2 cos``, symmetric.
 
 Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020. The target (backbone + projector) is an
-EMA copy updated by :meth:`SSLMethod.momentum_update` on the cosine schedule of Sec. 3.2.
+EMA copy updated by :meth:`SSLMethod.momentum_update` on the cosine schedule of Sec. 3.2; the loss
+``L(p1, t2) + L(p2, t1)`` is :class:`~medssl.methods.image_ssl.base.PredictorMomentumMethod`'s.
 Defaults for MedMNIST: MLPs ``-> 1024 -> 256`` (paper 4096 -> 256), ``base_momentum = 0.99``
 (solo-learn's CIFAR recipe; the paper uses 0.996 with long ImageNet schedules).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
 from torch import nn
 
-from medssl.losses.ssl import NegativeCosineLoss
-from medssl.methods.ssl.base import SSLMethod, momentum_copy, two_views
+from medssl.losses.image_ssl import NegativeCosineLoss
+from medssl.methods.image_ssl.base import PredictorMomentumMethod, momentum_copy
 from medssl.nets.heads import MLPHead
 
 
-class BYOL(SSLMethod):
+class BYOL(PredictorMomentumMethod):
     """BYOL. Args: backbone; hidden_dim, proj_dim: MLP sizes; base_momentum: EMA start value."""
 
     aug_preset = "byol"
@@ -34,13 +32,3 @@ class BYOL(SSLMethod):
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = base_momentum
         self.criterion = NegativeCosineLoss(mode="byol")
-
-    def training_loss(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None):
-        x1, x2 = two_views(views, "BYOL")
-        p1 = self.predictor(self.projector(self.backbone(x1)))
-        p2 = self.predictor(self.projector(self.backbone(x2)))
-        with torch.no_grad():
-            t1 = self.target_projector(self.target_backbone(x1))
-            t2 = self.target_projector(self.target_backbone(x2))
-        loss = self.criterion(p1, t2) + self.criterion(p2, t1)
-        return loss, {"loss": loss.detach()}

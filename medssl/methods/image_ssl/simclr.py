@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from medssl.losses.ssl import NTXentLoss
-from medssl.methods.ssl.base import SSLMethod, two_views
+from medssl.losses.image_ssl import NTXentLoss
+from medssl.methods.image_ssl.base import SSLMethod, two_views
 from medssl.nets.heads import MLPHead
 
 

@@ -8,19 +8,38 @@ labels ``(B, num_classes)`` in {0, 1}, binary cross-entropy with logits. Every g
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medssl.methods.ssl.base import SSLMethod
+from medssl.methods.image_ssl.base import SSLMethod
 
 
 class Supervised(SSLMethod):
     """Supervised baseline. Args: backbone; num_classes; multi_label: BCE instead of CE."""
 
     aug_preset = "light"
+    uses_labels = True
+
+    @classmethod
+    def default_kwargs(cls, arch: str, num_classes: int | None = None) -> dict[str, Any]:
+        """The class count, when the run knows it."""
+        return {} if num_classes is None else {"num_classes": int(num_classes)}
+
+    @classmethod
+    def label_settings(cls, labels: torch.Tensor, num_classes: int | None) -> tuple[int | None, dict[str, Any]]:
+        """``(N, K)`` 0/1 targets: ``K`` labels and ``multi_label=True``; ``(N,)`` class indices:
+        ``labels.max() + 1`` classes (an explicit ``num_classes`` wins in both cases)."""
+        if labels.ndim == 2 and labels.shape[1] > 1:
+            return (int(labels.shape[1]) if num_classes is None else num_classes), {"multi_label": True}
+        return (int(labels.max()) + 1 if num_classes is None else num_classes), {}
+
+    def augmented_views(self, augment: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None
+                        ) -> list[torch.Tensor]:
+        """ONE view (the preset's first): a supervised step sees each image once."""
+        return [augment(x, 0, generator)]
 
     def __init__(self, backbone: nn.Module, num_classes: int, multi_label: bool = False) -> None:
         super().__init__(backbone)
