@@ -51,7 +51,7 @@ def test_version():
 def test_train_parses_overrides_and_calls_worker(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_run(cfg, out=None, resume=False):
+    def fake_run(cfg, out=None, resume=False, skip_checks=False):
         seen.update(cfg=cfg, out=out, resume=resume)
         return {"summary": "done", "rank": 0}
 

@@ -147,7 +147,7 @@ def _missing_message(flag: str, size: int, folder: Path, offer_download: bool = 
 
 # ------------------------------------------------------------------------------------- md5
 #: (resolved path, st_size, st_mtime_ns) -> md5 hex digest, for this process.
-_MD5_CACHE: dict[tuple[str, int, int], str] = {}
+_MD5_CACHE: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def md5_record_path(path: str | Path) -> Path:
@@ -163,12 +163,15 @@ def md5_record_path(path: str | Path) -> Path:
 
 
 def file_md5(path: str | Path, use_cache: bool = True) -> str:
-    """md5 hex digest of a file, cached by ``(resolved path, size, mtime)``.
+    """md5 hex digest of a file, cached by ``(resolved path, size, mtime, ctime, inode)``.
 
     The cache is an in-process dict plus one JSON record per file in the cache folder
-    (:func:`md5_record_path`: ``{"path", "size", "mtime_ns", "md5"}``, written atomically; a
-    cache folder that cannot be written only loses the record). A file that is rewritten changes
-    size or mtime, which invalidates both. Nothing is ever written into the data's folder.
+    (:func:`md5_record_path`: ``{"path", "size", "mtime_ns", "ctime_ns", "inode", "md5"}``, written
+    atomically; a cache folder that cannot be written only loses the record). Size and mtime alone
+    are not enough: a byte changed in place with the mtime set back (``os.utime``, ``touch -r``,
+    some copy tools) keeps both. The inode's change time (ctime) cannot be set from user space and
+    moves with every write, so it invalidates the record; a moved or copied file re-hashes once.
+    Nothing is ever written into the data's folder.
 
     Args:
         path: the file.
@@ -176,14 +179,14 @@ def file_md5(path: str | Path, use_cache: bool = True) -> str:
     """
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if use_cache:
         if key in _MD5_CACHE:
             return _MD5_CACHE[key]
         record = md5_record_path(path)
         try:
             rec = json.loads(record.read_text(encoding="utf-8"))
-            if [rec.get("path"), rec.get("size"), rec.get("mtime_ns")] == list(key):
+            if [rec.get("path"), rec.get("size"), rec.get("mtime_ns"), rec.get("ctime_ns"), rec.get("inode")] == list(key):
                 _MD5_CACHE[key] = str(rec["md5"])
                 return _MD5_CACHE[key]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -198,7 +201,8 @@ def file_md5(path: str | Path, use_cache: bool = True) -> str:
         try:
             from medssl.core.atomic import write_atomic_text
 
-            rec = {"path": key[0], "size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": digest}
+            rec = {"path": key[0], "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                   "inode": st.st_ino, "md5": digest}
             write_atomic_text(record, json.dumps(rec) + "\n")
         except OSError:
             pass  # a read-only cache folder: the in-process cache only

@@ -196,8 +196,9 @@ def test_md5_cache_lives_in_the_cache_folder(breast_copy: Path, tmp_path_factory
     record = mm.md5_record_path(path)
     assert record.parent == cache / "md5" and record.is_file()
     rec = json.loads(record.read_text())
-    assert rec == {"path": str(path.resolve()), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
-                   "md5": BREAST_MD5}
+    st = path.stat()
+    assert rec == {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                   "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "md5": BREAST_MD5}
     assert [p.name for p in record.parent.iterdir()] == [record.name]  # written atomically: no temporary left
 
     def no_hashing(*a, **k):
@@ -419,3 +420,22 @@ def test_console_entry_one_line_error(tmp_path: Path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error:") and "nosuchflag" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_flipped_byte_with_size_and_mtime_kept_is_caught(breast_copy: Path):
+    """A verified file changed in place with its mtime set back: the cached md5 must not be reused."""
+    import os
+
+    path = breast_copy / "breastmnist.npz"
+    load_medmnist("breastmnist", root=breast_copy)  # verified once: md5 recorded in the cache folder
+    st = path.stat()
+    with open(path, "r+b") as f:  # same size
+        f.seek(2000)
+        b = f.read(1)
+        f.seek(2000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(DataError, match="corrupt or not the official release"):
+        load_medmnist("breastmnist", root=breast_copy)
+    assert sorted(p.name for p in breast_copy.iterdir()) == ["breastmnist.npz"]  # no sidecar in the data folder
