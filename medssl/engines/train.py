@@ -352,16 +352,20 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
         "n_train_cases": len(splits.train),
         "checkpoint": str(last),
         "best_checkpoint": str(best),
-        "wall_time_s": round(time.time() - t0, 1),
-        "rank": trainer.global_rank,
     }
+    _write_result(trainer, out, result, t0)
+    result["summary"] = _summary(result, out)
+    return result
+
+
+def _write_result(trainer, out: Path, result: dict, t0: float) -> None:
+    """Add time and rank; write ``metrics.json`` (rank 0) and clear a previous failure mark."""
+    result.update(wall_time_s=round(time.time() - t0, 1), rank=trainer.global_rank)
     if trainer.is_global_zero:
         from medssl.core.jsonfile import write_json
 
         write_json(out / "metrics.json", result)
         (out / "failed.json").unlink(missing_ok=True)
-    result["summary"] = _summary(result, out)
-    return result
 
 
 def _checkpoint_step(path: Path) -> int | None:
@@ -415,14 +419,8 @@ def _finish_pretraining(cfg: RunConfig, trainer, model, out: Path, last: Path, t
         "final_loss": None if loss is None else float(loss),
         "trained_parts": list(state.get("trained_parts", [])),
         "checkpoint": str(last),
-        "wall_time_s": round(time.time() - t0, 1),
-        "rank": trainer.global_rank,
     }
-    if trainer.is_global_zero:
-        from medssl.core.jsonfile import write_json
-
-        write_json(out / "metrics.json", result)
-        (out / "failed.json").unlink(missing_ok=True)
+    _write_result(trainer, out, result, t0)
     loss_txt = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.4f}"
     result["summary"] = (
         f"{model.summary()}: loss {loss_txt} after {result['step']} steps, {result['wall_time_s']:.0f} s\n"
