@@ -126,6 +126,22 @@ def data_cache(
     typer.echo(f"cache ready: {out}")
 
 
+@data_app.command("import-msd")
+def data_import_msd(
+    src: Annotated[Path, typer.Argument(help="A Decathlon task folder (dataset.json, imagesTr/, labelsTr/).")],
+    dst: Annotated[Path, typer.Argument(help="New medssl dataset folder.")],
+    seed: Annotated[int, typer.Option(help="Seed of the train / val / test split of the labeled cases.")] = 0,
+    val: Annotated[Optional[int], typer.Option(min=1, help="Validation cases (default 10%).")] = None,
+    test: Annotated[Optional[int], typer.Option(min=1, help="Test cases (default 20%).")] = None,
+) -> None:
+    """Import a Medical Segmentation Decathlon task as a medssl dataset with a seeded val/test split."""
+    from medssl.core.runtime import interactive
+    from medssl.data.msd import import_msd
+
+    out = import_msd(src, dst, seed=seed, n_val=val, n_test=test, progress=interactive())
+    typer.echo(f"dataset written to {out} (split recorded in its dataset.json; check it with `medssl data check {out}`)")
+
+
 @data_app.command("medmnist")
 def data_medmnist(
     flag: Annotated[str, typer.Argument(help="Dataset flag, e.g. breastmnist, adrenalmnist3d.")],
