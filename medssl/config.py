@@ -51,6 +51,9 @@ class DataConfig(Strict):
         0, description="seed of the validation draw from imagesTr/: keep it fixed across the runs of an "
         "experiment so that they share one validation set",
     )
+    unlabeled_from_train: bool = Field(
+        False, description="the imagesTr/ cases not drawn by num_labeled join the unlabeled cases (labels dropped)"
+    )
     extra_labels: Path | None = Field(
         None, description="reviewed pseudo-label manifest: its accepted/edited cases join the labeled set"
     )
@@ -128,7 +131,12 @@ class UMCTConfig(Strict):
     rampup_steps: int = Field(200, ge=0, description="sigmoid ramp-up of lambda after stage 1")
     stage1_steps: int = Field(200, ge=0, description="supervised-only steps before co-training starts")
     cotrain_loss: Literal["ce", "dice_ce"] = "ce"
-    confidence_weighting: bool = Field(True, description="scale each unlabeled sample's loss by its confidence")
+    confidence_weighting: bool = Field(
+        True, description="scale each unlabeled sample's loss by its confidence (medssl's addition; the paper: false)"
+    )
+    view_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="losses over views: mean (medssl; scale independent of N) or sum (the paper, Eqs. 2-3)"
+    )
     init_2d: Path | None = Field(None, description="2D twin checkpoint for the in-plane kernels")
 
 

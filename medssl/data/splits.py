@@ -8,7 +8,9 @@
   (the first N, or N drawn with ``labeled_seed``: which cases are labeled is part of the
   experiment), plus reviewed pseudo-labels added by the caller.
 * **test**: ``imagesTs/`` + ``labelsTs/``, never used before the final evaluation.
-* **unlabeled**: ``imagesUnlabeled/``; **pretraining** pools ``train`` (labels dropped) and
+* **unlabeled**: ``imagesUnlabeled/``, plus with ``unlabeled_from_train`` the training cases that
+  ``num_labeled`` left out (labels dropped: the semi-supervised protocol "label N of the pool, the
+  rest is unlabeled"); **pretraining** pools ``train`` (labels dropped) and
   ``unlabeled``: validation and test images never reach a self-supervised stage either.
 
 :func:`split_cases` checks that no image appears in two of train / val / test.
@@ -55,6 +57,7 @@ def split_cases(
     num_labeled: int | None = None,
     labeled_seed: int | None = None,
     require_val: bool = True,
+    unlabeled_from_train: bool = False,
 ) -> Splits:
     """The train / val / test / unlabeled cases of dataset ``root``.
 
@@ -67,6 +70,8 @@ def split_cases(
         labeled_seed: draw those N at random with this seed instead of taking the first N.
         require_val: raise when no validation case can be had (a self-supervised stage, which
             has no validation, passes False).
+        unlabeled_from_train: the training cases not kept by ``num_labeled`` join the unlabeled
+            cases, without their labels.
 
     Raises:
         DataError: no labeled training case, or none left for validation.
@@ -94,6 +99,7 @@ def split_cases(
         source = f"{n} of imagesTr/ held out (data.split_seed={split_seed})"
     if not labeled:
         raise DataError("no labeled training cases (imagesTr/ + labelsTr/); run `medssl data check` on it", root)
+    pool = labeled
     if num_labeled is not None:
         if num_labeled > len(labeled):
             raise ConfigError(f"data.num_labeled={num_labeled} but {root} has only {len(labeled)} labeled training "
@@ -104,7 +110,11 @@ def split_cases(
             pick = np.random.default_rng(labeled_seed).choice(len(labeled), num_labeled, replace=False)
             labeled = [labeled[i] for i in sorted(pick)]
     test = _labeled(list_cases(root, "test", spec))
-    splits = Splits(spec, labeled, val, test, list_cases(root, "unlabeled", spec), source)
+    unlabeled = list_cases(root, "unlabeled", spec)
+    if unlabeled_from_train:
+        kept = {c.image for c in labeled}
+        unlabeled += [dataclasses.replace(c, label=None, split="unlabeled") for c in pool if c.image not in kept]
+    splits = Splits(spec, labeled, val, test, unlabeled, source)
     _check_disjoint(splits, root)
     return splits
 

@@ -126,7 +126,7 @@ def build_splits(cfg: RunConfig, pretraining: bool = False):
     splits = split_cases(
         d.root, num_val=d.num_val, split_seed=d.split_seed,
         num_labeled=None if pretraining else d.num_labeled, labeled_seed=d.labeled_seed,
-        require_val=not pretraining,
+        require_val=not pretraining, unlabeled_from_train=d.unlabeled_from_train and not pretraining,
     )
     if d.extra_labels is not None and not pretraining:  # reviewed pseudo-labels (accepted / edited cases)
         from medssl.inference.review_manifest import ReviewManifest

@@ -363,14 +363,16 @@ class CoTrainingLoss(nn.Module):
       volume (``monai.losses.DiceLoss(softmax=True)``, averaged over classes, background
       included), with a one-hot (``hard``) or soft target.
 
-    The result is ``sum_{i,b} c_ib L_ib / (N * B)`` with ``c = confidence``. The paper sums over
-    views; averaging instead keeps the scale independent of N (the factor goes into
-    ``lambda_cot``). Pseudo-labels and confidences are detached: no gradient reaches the
+    The result is ``sum_{i,b} c_ib L_ib / (N * B)`` with ``c = confidence`` (``reduction="mean"``),
+    or ``sum_{i,b} c_ib L_ib / B`` (``reduction="sum"``: summed over views as in the paper's
+    Eq. (3), averaged over the batch). Averaging keeps the scale independent of N (the factor then
+    goes into ``lambda_cot``). Pseudo-labels and confidences are detached: no gradient reaches the
     views that produced them through this loss. The loss is computed in float32.
 
     Args:
         loss_type: ``"ce"`` or ``"dice_ce"``.
         hard: argmax targets (True) or soft targets (False).
+        reduction: over views, ``"mean"`` (medssl's default) or ``"sum"`` (the paper).
 
     Shapes (forward):
         view_logits: ``(N, B, C, *spatial)`` logits of N views, in the common frame.
@@ -380,10 +382,15 @@ class CoTrainingLoss(nn.Module):
         Returns a scalar.
     """
 
-    def __init__(self, loss_type: Literal["ce", "dice_ce"] = "ce", hard: bool = True):
+    def __init__(
+        self, loss_type: Literal["ce", "dice_ce"] = "ce", hard: bool = True, reduction: Literal["mean", "sum"] = "mean"
+    ):
         super().__init__()
         if loss_type not in ("ce", "dice_ce"):
             raise ValueError(f"loss_type must be 'ce' or 'dice_ce', got {loss_type!r}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
         self.loss_type = loss_type
         self.hard = hard
         self._dice = None
@@ -420,7 +427,7 @@ class CoTrainingLoss(nn.Module):
                 f"confidence must have shape (N, B) = {(n, b)}, got {tuple(confidence.shape)}"
             )
         per_sample = self.per_sample(view_logits, pseudo_probs)
-        return (confidence.detach().float() * per_sample).sum() / (n * b)
+        return (confidence.detach().float() * per_sample).sum() / (b if self.reduction == "sum" else n * b)
 
 
 class SupervisedMultiViewLoss(nn.Module):

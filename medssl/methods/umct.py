@@ -50,7 +50,10 @@ class UMCT(SegmentationMethod):
         floor: lower bound of the uncertainty in the inverse-uncertainty weights.
         lambda_max, rampup_steps, stage1_steps: co-training weight schedule.
         cotrain_loss: ``"ce"`` or ``"dice_ce"``.
-        confidence_weighting: scale each unlabeled sample's loss by its confidence.
+        confidence_weighting: scale each unlabeled sample's loss by its confidence (medssl's
+            addition; the paper has none).
+        view_reduction: the supervised and co-training losses over views: ``"mean"`` (medssl's
+            default: the loss scale does not change with N) or ``"sum"`` (the paper's Eqs. (2)-(3)).
         **kwargs: see :class:`~medssl.methods.base.SegmentationMethod`.
     """
 
@@ -67,6 +70,7 @@ class UMCT(SegmentationMethod):
         stage1_steps: int = 200,
         cotrain_loss: str = "ce",
         confidence_weighting: bool = True,
+        view_reduction: str = "mean",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,7 +83,10 @@ class UMCT(SegmentationMethod):
         self.lambda_max, self.rampup_steps, self.stage1_steps = lambda_max, rampup_steps, stage1_steps
         self.confidence_weighting = confidence_weighting
         self.sup_loss = DiceCELoss(to_onehot_y=True, softmax=True)
-        self.cot_loss = CoTrainingLoss(loss_type=cotrain_loss)
+        if view_reduction not in ("mean", "sum"):
+            raise ValueError(f"view_reduction must be 'mean' or 'sum', got {view_reduction!r}")
+        self.view_reduction = view_reduction
+        self.cot_loss = CoTrainingLoss(loss_type=cotrain_loss, reduction=view_reduction)
 
     @classmethod
     def from_config(cls, cfg, spec) -> UMCT:
@@ -109,7 +116,8 @@ class UMCT(SegmentationMethod):
         return cls(
             net=net, num_views=u.num_views, fusion=u.fusion, uncertainty=u.uncertainty, mc_samples=u.mc_samples,
             floor=u.floor, lambda_max=u.lambda_max, rampup_steps=u.rampup_steps, stage1_steps=u.stage1_steps,
-            cotrain_loss=u.cotrain_loss, confidence_weighting=u.confidence_weighting, **cls.seg_kwargs(cfg, spec),
+            cotrain_loss=u.cotrain_loss, confidence_weighting=u.confidence_weighting,
+            view_reduction=u.view_reduction, **cls.seg_kwargs(cfg, spec),
         )
 
     @property
@@ -217,7 +225,9 @@ class UMCT(SegmentationMethod):
             logits_l, logits_u = logits[:, :b], logits[:, b:]
         else:
             logits_l, logits_u = self.view_logits(x), None
-        sup = sum(self.sup_loss(logits_l[i].float(), y) for i in range(n)) / n
+        sup = sum(self.sup_loss(logits_l[i].float(), y) for i in range(n))
+        if self.view_reduction == "mean":
+            sup = sup / n
         loss = sup
         if logits_u is not None:
             cot = self.cot_loss(logits_u.float(), pseudo, conf)

@@ -203,3 +203,14 @@ def test_validation_held_out_of_imagesTr_when_no_imagesVal(tiny_data, tmp_path):
         split_cases(tiny_data, num_val=1)
     with pytest.raises(ConfigError, match="val.split"):
         load_config(None, tiny_overrides(root, **{"val.split": "test"}))
+
+
+def test_unlabeled_from_train_turns_the_rest_of_the_pool_unlabeled(tiny_cfg):
+    from medssl.engines.train import build_splits
+
+    s = build_splits(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 0, "data.unlabeled_from_train": "true"}))
+    plain = build_splits(tiny_cfg(**{"data.num_labeled": 1, "data.labeled_seed": 0}))
+    assert len(s.train) == 1 and s.train == plain.train
+    extra = [c for c in s.unlabeled if c not in plain.unlabeled]
+    assert len(extra) == 1 and extra[0].label is None and extra[0].image != s.train[0].image
+    assert extra[0].image not in {c.image for c in s.val + s.test}

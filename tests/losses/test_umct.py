@@ -336,3 +336,14 @@ def test_supervised_multiview_errors():
         SupervisedMultiViewLoss()(torch.randn(2, 2, 3, 4, 4), torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match=r"view_logits must have shape \(N, B, C, \*spatial\)"):
         SupervisedMultiViewLoss()(torch.randn(2, 3, 4), torch.zeros(2, 1, 4))
+
+
+def test_cotraining_sum_over_views_is_the_papers_reduction():
+    """reduction='sum' (Eq. (3): summed over views, averaged over the batch) against the loop
+    reference, which averages over views and batch: N times larger."""
+    logits, pseudo, confidence = _tiny_inputs()
+    n = logits.shape[0]
+    loss = CoTrainingLoss("ce", reduction="sum")(logits, pseudo, confidence)
+    assert loss.item() == pytest.approx(n * _loop_loss(logits, pseudo, confidence, True), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        CoTrainingLoss("ce", reduction="max")

@@ -164,3 +164,25 @@ def test_init_2d_from_config_sets_inplane_kernels(tiny_data, tmp_path):
                 torch.testing.assert_close(w3[v * w2.shape[0]:(v + 1) * w2.shape[0], ..., 0], w2)
             compared += 1
     assert compared >= 5  # encoder, bottleneck and decoder blocks of a 3-level net
+
+
+def test_view_reduction_sum_scales_the_supervised_loss_by_the_number_of_views(tiny_data):
+    """The paper sums the losses over views: with the same weights and batch, the 'sum' loss is N
+    times the 'mean' one in stage 1 (supervised only)."""
+    from medssl.data.dataset import read_dataset_json
+    from medssl.methods import build_method
+
+    spec = read_dataset_json(tiny_data)
+    torch.manual_seed(0)
+    mean = build_method(umct_cfg(tiny_data), spec)
+    torch.manual_seed(0)
+    summed = build_method(umct_cfg(tiny_data, **{"umct.view_reduction": "sum"}), spec)
+    summed.load_state_dict(mean.state_dict())
+    for m in (mean, summed):
+        m.log = lambda *a, **k: None
+    batch = {"image": torch.randn(2, 1, 16, 16, 16), "label": torch.randint(0, 4, (2, 1, 16, 16, 16))}
+    torch.manual_seed(1)  # the same dropout masks in both
+    lm = mean.training_step(batch, 0)
+    torch.manual_seed(1)
+    ls = summed.training_step(batch, 0)
+    assert ls.item() == pytest.approx(3 * lm.item(), rel=1e-5)
