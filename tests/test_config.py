@@ -66,3 +66,33 @@ def test_dump_round_trips(tmp_path):
     cfg = load_config(None, ["trainer.max_steps=9", "data.root=/data/x"])
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_hippocampus_umct_arms_each_change_one_factor():
+    """Each ablation arm differs from the one before it in exactly one setting (besides its name),
+    and arm 4 is the paper recipe."""
+    arms = ["single_view", "ensemble_supervised", "cotrain_average", "cotrain_variance", "cotrain_entropy", "confidence"]
+    base = {"cotrain_entropy": "cotrain_variance", "confidence": "cotrain_variance"}
+    dumps = {a: load_config(ROOT / "configs/hippocampus/umct_arms" / f"{a}.yaml").model_dump(mode="json") for a in arms}
+    paper = load_config(ROOT / "configs/hippocampus/umct_paper.yaml").model_dump(mode="json")
+
+    def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k in a:
+            if k == "name":
+                continue
+            if isinstance(a[k], dict):
+                out += diff(a[k], b[k], f"{prefix}{k}.")
+            elif a[k] != b[k]:
+                out.append(prefix + k)
+        return out
+
+    expected = {"ensemble_supervised": ["umct.num_views"], "cotrain_average": ["umct.lambda_max"],
+                "cotrain_variance": ["umct.fusion"], "cotrain_entropy": ["umct.uncertainty"],
+                "confidence": ["umct.confidence_weighting"]}
+    for i, arm in enumerate(arms[1:], 1):
+        prev = base.get(arm, arms[i - 1])
+        assert diff(dumps[arm], dumps[prev]) == expected[arm], arm
+    assert diff(dumps["cotrain_variance"], paper) == []
+    u = paper["umct"]
+    assert (u["uncertainty"], u["confidence_weighting"], u["view_reduction"], u["fusion"]) == ("variance", False, "sum", "uncertainty")
