@@ -47,7 +47,10 @@ def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoint(tiny_data, tmp_path)
     run = tmp_path / "run"
     cmd = MEDSSL + ["train", _recipe(tmp_path), *_sets(tiny_data, **{"trainer.max_steps": 400, "trainer.val_every": 3}),
                     "--out", str(run)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that starts jobs in the background hands them SIGINT ignored (and Python then installs
+    # no KeyboardInterrupt handler): give the child the default disposition, as a terminal would
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
