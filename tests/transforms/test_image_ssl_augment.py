@@ -9,15 +9,9 @@ from torch.overrides import TorchFunctionMode
 from medssl.transforms import image_ssl_ops as A
 from medssl.transforms.image_ssl_augment import PRESETS, SSLAugment
 
-SHAPES = [(4, 1, 28, 28), (4, 3, 28, 28), (2, 1, 28, 28, 28)]
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _img(*shape, seed=1) -> torch.Tensor:
-    return torch.rand(*shape, generator=_gen(seed))
+from tests.transforms.image_ssl_helpers import SHAPES
+from tests.transforms.image_ssl_helpers import gen as _gen
+from tests.transforms.image_ssl_helpers import img as _img
 
 
 # ------------------------------------------------------------------------------------------
