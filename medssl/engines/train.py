@@ -146,9 +146,9 @@ def build_splits(cfg: RunConfig, pretraining: bool = False):
 
 def default_cache_dir(cfg: RunConfig) -> Path:
     """``data.cache_dir``, else the dataset's folder in the cache root (:mod:`medssl.core.paths`)."""
-    from medssl.core.paths import cache_dir
+    from medssl.data.cache import default_cache_dir as dataset_cache_dir
 
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir is not None else cache_dir("volumes", cfg.data.root)
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir is not None else dataset_cache_dir(cfg.data.root)
 
 
 def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:

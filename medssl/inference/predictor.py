@@ -18,7 +18,6 @@ between :meth:`Predictor.predict_volume`'s read and write steps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -50,12 +49,6 @@ class Prediction:
     def as_volume(self, array: np.ndarray):
         """``array`` in the input's geometry (a :class:`~medssl.data.volume.Volume`)."""
         return self.volume.with_array(array)
-
-
-def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """``H(p) / log C`` over the class axis 1, ``(B, C, ...) -> (B, 1, ...)``, in [0, 1]."""
-    c = probs.shape[1]
-    return -(probs.clamp_min(1e-8).log() * probs).sum(1, keepdim=True) / math.log(c)
 
 
 class Predictor:
@@ -131,6 +124,8 @@ class Predictor:
             of the stitched window-level fused distribution.
         """
         from monai.inferers import sliding_window_inference
+
+        from medssl.losses.umct import normalised_entropy
 
         c = len(self.class_names)
         n = self.num_views

@@ -49,9 +49,8 @@ def export_pseudo_labels(
     """
     from tqdm.auto import tqdm
 
-    from medssl.core.paths import cache_dir
     from medssl.core.runtime import interactive, tune_allocator
-    from medssl.data.cache import VolumeCache
+    from medssl.data.cache import VolumeCache, default_cache_dir
     from medssl.data.dataset import list_cases, read_dataset_json
     from medssl.data.io import write_volume
     from medssl.inference.load import load_predictor
@@ -66,7 +65,7 @@ def export_pseudo_labels(
     cases = list_cases(data, split, data_spec)
     if not cases:
         raise DataError(f"no {split} images to pseudo-label", data)
-    volume_cache = cfg.data.cache_dir if cfg.data.cache_dir is not None else cache_dir("volumes", data)
+    volume_cache = cfg.data.cache_dir if cfg.data.cache_dir is not None else default_cache_dir(data)
     if not skip_checks:  # broken images are refused before anything is written
         from medssl.data.preflight import preflight
 

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "fuse_all_views",
+    "normalised_entropy",
     "mc_view_statistics",
     "mc_statistics",
     "inverse_uncertainty_weights",
@@ -79,6 +80,12 @@ def _check_min_ndim(name: str, tensor: torch.Tensor, min_ndim: int, layout: str)
 def _entropy(probs: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
     """``-sum_c p_c log max(p_c, eps)`` along ``dim`` (0 log 0 counts as 0), keepdim."""
     return -(probs * probs.clamp_min(eps).log()).sum(dim=dim, keepdim=True)
+
+
+def normalised_entropy(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Entropy over the class axis 1 divided by ``log C``: ``(B, C, ...) -> (B, 1, ...)`` in [0, 1]
+    (the voxel-wise uncertainty written with pseudo-labels)."""
+    return _entropy(probs, dim=1, eps=eps) / math.log(probs.shape[1])
 
 
 def mc_statistics(

@@ -347,3 +347,15 @@ def test_cotraining_sum_over_views_is_the_papers_reduction():
     assert loss.item() == pytest.approx(n * _loop_loss(logits, pseudo, confidence, True), rel=1e-5)
     with pytest.raises(ValueError, match="reduction"):
         CoTrainingLoss("ce", reduction="max")
+
+
+def test_normalised_entropy_by_hand():
+    from medssl.losses.umct import normalised_entropy
+
+    p = torch.tensor([[0.5, 0.5], [1.0, 0.0]]).T.reshape(1, 2, 2)  # voxel 0 uniform, voxel 1 certain
+    h = normalised_entropy(p)
+    assert h.shape == (1, 1, 2)
+    assert h[0, 0, 0].item() == pytest.approx(1.0) and h[0, 0, 1].item() == pytest.approx(0.0, abs=1e-6)
+    q = torch.tensor([0.7, 0.2, 0.1]).reshape(1, 3, 1)
+    ref = -sum(x * math.log(x) for x in (0.7, 0.2, 0.1)) / math.log(3)
+    assert normalised_entropy(q).item() == pytest.approx(ref, rel=1e-6)
