@@ -10,7 +10,7 @@ PIP_TORCH_ARGS ?=
 DEMO_DATA ?= sample_data/phantoms
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test sample-data clean umct-ablation contrastive-recipes
+.PHONY: install demo test sample-data clean umct-ablation contrastive-recipes hippo-data hippo-umct
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,30 @@ umct-ablation: install sample-data
 	    --out runs/umct/$$r-s$$seed $$(test -d runs/umct/$$r-s$$seed && echo --resume) || exit 1; \
 	done; done
 	$(BIN)/medssl compare runs/umct/*-s* --baseline umct-single-view --out reports/umct_phantoms.md
+
+# UMCT on MSD Hippocampus (issue 12). The paper recipe and the single-view baseline with 2, 4 and
+# 16 labeled volumes (the rest of the training pool unlabeled), and the one-factor ablation arms
+# at 4 labeled; 3 seeds, each drawing its own labeled volumes (data.labeled_seed = seed).
+# Needs the imported dataset (hippo-data). JOBS runs in parallel, one torch thread each.
+HIPPO_DATA ?= sample_data/hippocampus
+HU_OUT ?= runs/hippo_umct
+HU_SEEDS ?= 0 1 2
+HU_LABELED ?= 4 2 16
+HU_ABLATION ?= ensemble_supervised cotrain_average cotrain_entropy confidence
+JOBS ?= 2
+hippo-data: $(HIPPO_DATA)/dataset.json
+$(HIPPO_DATA)/dataset.json: | $(VENV)/.installed
+	$(BIN)/medssl data import-msd ../shared/data/hippocampus_msd $(HIPPO_DATA)
+
+hippo-umct: install hippo-data
+	@for s in $(HU_SEEDS); do \
+	  for n in $(HU_LABELED); do for arm in single_view cotrain_variance; do \
+	    echo "$(HU_OUT)/$$arm-n$$n-s$$s configs/hippocampus/umct_arms/$$arm.yaml --set name=$$arm-n$$n --set data.num_labeled=$$n --set data.labeled_seed=$$s --set trainer.seed=$$s --set data.root=$(HIPPO_DATA)"; \
+	  done; done; \
+	  for arm in $(HU_ABLATION); do \
+	    echo "$(HU_OUT)/$$arm-n4-s$$s configs/hippocampus/umct_arms/$$arm.yaml --set name=$$arm-n4 --set data.num_labeled=4 --set data.labeled_seed=$$s --set trainer.seed=$$s --set data.root=$(HIPPO_DATA)"; \
+	  done; done | MEDSSL=$(BIN)/medssl xargs -P $(JOBS) -L 1 scripts/run_one.sh
+	$(BIN)/python -m medssl.eval.umct_report $(HU_OUT) --out reports/hippocampus_umct.md
 
 # Global / local contrastive pretraining (Chaitanya et al. 2020) on the phantoms: pretrain once
 # (2D global G^D, then 2D local L^D; add global_3d local_3d to CL_STAGES and local3d to CL_INITS
