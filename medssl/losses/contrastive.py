@@ -19,7 +19,10 @@ the losses are vectorised (no loop over samples).
 * Global loss (paper Sec. 3.1, strategies G^R, G^{D-}, G^D): one embedding per image, from the
   encoder and projection head g1.
 * Local loss (paper Sec. 3.2, strategies L^R, L^D): regions of decoder feature maps (after the
-  1x1-conv head g2), each region's features flattened into one vector.
+  1x1-conv head g2), each region's features flattened into one vector (optionally mapped by the
+  method's per-region projection). Negatives are every other region (medssl) or, as in the official
+  code, the 5 regions neighbouring the anchor's region in the anchor's and the positive's image
+  (:func:`neighbour_region_starts`, :func:`neighbour_contrastive_loss`).
 
 All computations are in float32 (inputs are cast with ``.float()``, autocast is disabled) and use
 ``logsumexp`` / ``logaddexp``, so no ``exp`` overflows at small temperatures.
@@ -36,6 +39,8 @@ from torch import nn
 
 GLOBAL_STRATEGIES = ("GR", "GD-", "GD")
 LOCAL_STRATEGIES = ("LR", "LD")
+LOCAL_NEGATIVES = ("all", "neighbours")
+REGION_GRIDS = ("fit", "official")
 _ALLOWED_REGIONS = {2: (9, 13), 3: (27, 35)}
 
 
@@ -212,27 +217,43 @@ class GlobalContrastiveLoss(nn.Module):
 # ---------------------------------------------------------------------------------------------- local
 
 
+def _last_starts(shape: tuple[int, ...], region_size: int, grid: str) -> list[int]:
+    """``m`` per axis: the largest region start of the grid (see :func:`local_region_starts`)."""
+    if grid not in REGION_GRIDS:
+        raise ValueError(f"grid must be one of {REGION_GRIDS}, got {grid!r}")
+    if region_size < 1:
+        raise ValueError(f"region_size must be >= 1, got {region_size}")
+    margin = 1 if grid == "official" and region_size > 1 else 0
+    if min(shape) < region_size + margin:
+        raise ValueError(f"feature map {shape} is smaller than region_size {region_size} on some side")
+    return [s - region_size - margin for s in shape]
+
+
 def local_region_starts(
-    feature_shape: Sequence[int], num_regions: int = 13, region_size: int = 3
+    feature_shape: Sequence[int], num_regions: int = 13, region_size: int = 3, grid: str = "fit"
 ) -> torch.Tensor:
     """Start indices of the local regions on a 2D or 3D feature map.
 
-    For a spatial side of length ``L`` the last valid start is ``m = L - region_size``; the level
-    grid is ``{0, m // 2, m}`` and the quarter grid is ``{m // 4, (3 * m) // 4}`` (integer floor
+    For a spatial side of length ``L`` the largest start is ``m``; the level grid is
+    ``{0, m // 2, m}`` and the quarter grid is ``{m // 4, (3 * m) // 4}`` (integer floor
     division). The regions are the level grid over all axes (row-major: first axis slowest)
     followed, for 13 (2D) or 35 (3D) regions, by the quarter grid (also row-major):
 
     * 2D: 9 = the 3x3 level grid (corners, edge midpoints, centre); 13 = those + the 4 quarter points.
     * 3D: 27 = the 3x3x3 level grid; 35 = those + the 8 quarter points.
 
-    This is the layout of the official code (corners, edge midpoints, centre, quarter points),
-    except that the official code uses ``m = L - 4`` for 3x3 regions; we use ``L - region_size``
-    so that the last region touches the border. ``region_size = 1`` gives single feature pixels.
+    This is the layout of the official code (``models.py``, ``decoder_pretrain_net``:
+    ``pos_sample_indexes``). ``grid`` sets ``m``:
+
+    * ``"fit"`` (medssl): ``m = L - region_size``, the last region touches the border;
+    * ``"official"``: ``m = L - 4`` for regions wider than one pixel (``im_x = img_size_x / f - 4``
+      with ``local_reg_size=1``, 3x3 regions) and ``L - 1`` for single pixels.
 
     Args:
         feature_shape: spatial shape ``S`` (2 or 3 sides).
         num_regions: ``K``, one of 9, 13 (2D) or 27, 35 (3D).
         region_size: side ``r`` of the (hyper)cubic regions.
+        grid: ``"fit"`` or ``"official"``.
 
     Returns:
         ``(K, d)`` ``torch.long`` start indices.
@@ -243,15 +264,68 @@ def local_region_starts(
         raise ValueError(f"local regions need a 2D or 3D spatial shape, got {shape}")
     if num_regions not in _ALLOWED_REGIONS[d]:
         raise ValueError(f"num_regions for {d}D feature maps must be one of {_ALLOWED_REGIONS[d]}, got {num_regions}")
-    if region_size < 1:
-        raise ValueError(f"region_size must be >= 1, got {region_size}")
-    if min(shape) < region_size:
-        raise ValueError(f"feature map {shape} is smaller than region_size {region_size} on some side")
-    last = [s - region_size for s in shape]
+    last = _last_starts(shape, region_size, grid)
     levels = [(0, m // 2, m) for m in last]
     starts = list(itertools.product(*levels))
     if num_regions == len(starts) + 2**d:
         starts += list(itertools.product(*[(m // 4, (3 * m) // 4) for m in last]))
+    return torch.tensor(starts, dtype=torch.long)
+
+
+# The official negatives of each local region (models.py, decoder_pretrain_net: neg_sample_indexes),
+# written with the level names of the region grid: "0", "q" = m // 4, "h" = m // 2, "t" = (3 * m) // 4,
+# "m" = m, one letter per axis (first axis first). Row k lists the 5 negatives of region k of
+# local_region_starts' order. The 13-region table differs between 3x3 regions (local_reg_size=1)
+# and single pixels (local_reg_size=0); the 9-region table is the same for both. Some negatives
+# (e.g. "qh") are not themselves among the 13 anchor regions: they are cut at their own positions.
+_NEIGHBOURS = {
+    (9, "3x3"): (
+        "0h h0 hh 0m m0", "00 0m h0 hh hm", "00 0h hh hm mm", "00 0h hh m0 mh", "00 0h h0 hm mh",
+        "0h 0m hh mh mm", "00 h0 hh mh mm", "h0 hh hm m0 mm", "0m hh hm m0 mh",
+    ),
+    (13, "3x3"): (
+        "0h qq qh h0 hq", "00 0m qq qt hh", "0h qh qt ht hm", "00 qq hh m0 tq", "qq qt tq tt h0",
+        "0m hh mm qt tt", "h0 hq mh tq th", "hh m0 mm tq tt", "ht hm mh tt th", "00 0h h0 hh qt",
+        "0h 0m qq hh hm", "h0 hh m0 mh tt", "hh hm mh mm tq",
+    ),
+    (13, "1x1"): (
+        "0h h0 hh qq qt", "00 0m hh qq qt", "0h hh hm tq qt", "00 hh m0 qq tq", "qq qt tq tt h0",
+        "0m hh mm qt tt", "h0 hh mh tq qq", "hh m0 mm tq tt", "hh hm mh tt tq", "00 0h h0 hh qt",
+        "0h 0m hh hm tt", "h0 hh m0 0h qq", "hh hm mh mm qt",
+    ),
+}
+NUM_NEIGHBOURS = 5
+
+
+def neighbour_region_starts(
+    feature_shape: Sequence[int], num_regions: int = 13, region_size: int = 3, grid: str = "official"
+) -> torch.Tensor:
+    """Start indices of the official *neighbouring* negatives of every local region (2D only).
+
+    The official code contrasts a local region not with every other region but with 5 regions
+    near it, taken from both augmented copies (``no_of_neg_local_regions=5``; the tables of
+    ``neg_sample_indexes`` in ``models.py``, ``decoder_pretrain_net``). Coordinates use the
+    same levels as :func:`local_region_starts` with the same ``grid``.
+
+    Args:
+        feature_shape: spatial shape ``(H, W)``.
+        num_regions: ``K``, 9 or 13.
+        region_size: ``r``; 1 selects the official single-pixel table, any larger size the
+            3x3 table.
+        grid: ``"fit"`` or ``"official"`` (see :func:`local_region_starts`).
+
+    Returns:
+        ``(K, 5, 2)`` ``torch.long`` start indices; row ``k`` are the negatives of region ``k``.
+    """
+    shape = tuple(int(s) for s in feature_shape)
+    if len(shape) != 2:
+        raise ValueError(f"neighbouring negatives are defined (by the official code) for 2D maps only, got {shape}")
+    if num_regions not in _ALLOWED_REGIONS[2]:
+        raise ValueError(f"num_regions for 2D feature maps must be one of {_ALLOWED_REGIONS[2]}, got {num_regions}")
+    last = _last_starts(shape, region_size, grid)
+    table = _NEIGHBOURS[(num_regions, "3x3" if num_regions == 9 or region_size > 1 else "1x1")]
+    level = [{"0": 0, "q": m // 4, "h": m // 2, "t": (3 * m) // 4, "m": m} for m in last]
+    starts = [[[level[a][c] for a, c in enumerate(pt)] for pt in row.split()] for row in table]
     return torch.tensor(starts, dtype=torch.long)
 
 
@@ -337,6 +411,58 @@ def local_pair_masks(
     return group & same_reg & ~eye, group & ~same_reg
 
 
+def neighbour_contrastive_loss(
+    anchors: torch.Tensor, negatives: torch.Tensor, pos: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Local contrastive loss with the official *neighbouring* negatives, one set per positive pair.
+
+    For an anchor region ``k`` of image ``g`` and a positive ``(h, k)`` (the same region of
+    another copy or, for L^D, of another image), the negatives are the neighbouring regions of
+    ``k`` in *both* images, ``negatives[g, k]`` and ``negatives[h, k]`` (official code: ``den_i1_ss``
+    sums over the negatives of ``x_a1_i`` and ``x_a2_i``)::
+
+        l(a, p) = -log( exp(s_ap / T) / ( exp(s_ap / T) + sum_{n in Nb(k, g) + Nb(k, h)} exp(s_an / T) ) )
+
+    and the loss is the mean over all ordered positive pairs (for L^R with two copies: every
+    anchor has one positive, so this is the official ``sum / no_of_local_regions / bs``).
+    Computed in float32 with ``logsumexp`` (no overflow at small ``T``).
+
+    Args:
+        anchors: ``(G, K, D)``: region vectors of ``G`` images (copies x images, view-major).
+        negatives: ``(G, K, J, D)``: the ``J`` neighbouring-region vectors of region ``k`` of image ``g``.
+        pos: ``(G * K, G * K)`` boolean positives over anchors (index ``g * K + k``); positives must
+            share the region (as :func:`local_pair_masks` gives).
+        temperature: ``T > 0``.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    _check_temperature(temperature)
+    if anchors.ndim != 3 or negatives.ndim != 4 or negatives.shape[:2] != anchors.shape[:2] \
+            or negatives.shape[-1] != anchors.shape[-1]:
+        raise ValueError(f"neighbour_contrastive_loss expects anchors (G, K, D) and negatives (G, K, J, D), got "
+                         f"{tuple(anchors.shape)} and {tuple(negatives.shape)}")
+    g, k = anchors.shape[:2]
+    if tuple(pos.shape) != (g * k, g * k):
+        raise ValueError(f"neighbour_contrastive_loss expects a ({g * k}, {g * k}) positive mask, got {tuple(pos.shape)}")
+    pos4 = pos.to(device=anchors.device, dtype=torch.bool).reshape(g, k, g, k)
+    same_region = torch.diagonal(pos4, dim1=1, dim2=3).permute(0, 2, 1)  # (G, K, G): pos[(g, k), (h, k)]
+    if int(same_region.sum()) != int(pos4.sum()):
+        raise ValueError("neighbour_contrastive_loss: positives must be the same region of two images")
+    num_pos = int(same_region.sum())
+    if num_pos == 0:
+        raise ValueError("neighbour_contrastive_loss: the batch has no positive pair")
+    with torch.autocast(anchors.device.type, enabled=False):
+        a = F.normalize(anchors.float(), dim=-1)
+        nb = F.normalize(negatives.float(), dim=-1)
+        s_pos = torch.einsum("gkd,hkd->gkh", a, a) / temperature  # (G, K, G)
+        lse = torch.logsumexp(torch.einsum("gkd,hkjd->gkhj", a, nb) / temperature, dim=-1)  # (G, K, G)
+        own = torch.diagonal(lse, dim1=0, dim2=2).T[:, :, None]  # (G, K, 1): Nb(k) in the anchor's image
+        neg_lse = torch.logaddexp(own, lse)  # + Nb(k) in the positive's image
+        terms = torch.logaddexp(s_pos, neg_lse) - s_pos
+        return torch.where(same_region, terms, torch.zeros_like(terms)).sum() / num_pos
+
+
 class LocalContrastiveLoss(nn.Module):
     """Local contrastive loss of Chaitanya et al. 2020 (paper Sec. 3.2, Eq. 1; strategies L^R, L^D).
 
@@ -344,23 +470,40 @@ class LocalContrastiveLoss(nn.Module):
     copy ``v`` of image ``i``; the copies differ only by intensity augmentation, so the same
     position is the same anatomy. ``K`` regions of side ``r`` are cut at the positions of
     :func:`local_region_starts`, each flattened into one ``C * r**d`` vector
-    (:func:`extract_regions`); positives and negatives are those of :func:`local_pair_masks`
-    and the loss is :func:`masked_contrastive_loss` (mean of Eq. 1 over all ordered positive
-    pairs, positive in the denominator). Works on 2D and 3D maps.
+    (:func:`extract_regions`) and, when a ``projection`` is given, mapped by it (the official
+    per-region linear layer, ``wgt_en=1``: ``dense(flat(region), 128, use_bias=False)``, owned
+    by the method). Positives are those of :func:`local_pair_masks`. Negatives:
+
+    * ``"all"`` (medssl): every other region of the anchor's group (:func:`local_pair_masks`),
+      loss :func:`masked_contrastive_loss`; 2D and 3D;
+    * ``"neighbours"`` (official): the 5 neighbouring regions of the anchor's region in the
+      anchor's and the positive's image (:func:`neighbour_region_starts`,
+      :func:`neighbour_contrastive_loss`); 2D only, as in the official code.
+
+    The loss is the mean of Eq. 1 over all ordered positive pairs, positive in the denominator.
 
     Args:
         temperature: ``T`` (0.1 in the paper).
-        strategy: ``"LR"`` or ``"LD"`` (the paper's best: LD).
+        strategy: ``"LR"`` or ``"LD"`` (the official pipeline's default: ``local_loss_exp_no=0``, L^R).
         num_regions: ``K``: 9 or 13 for 2D maps, 27 or 35 for 3D maps (13 in the paper, 2D).
         region_size: ``r`` (3 in the paper).
+        negatives: ``"all"`` or ``"neighbours"``.
+        grid: ``"fit"`` or ``"official"`` region positions (:func:`local_region_starts`).
 
     Shapes:
         ``f: (V, N, C, *S)``, ``V >= 2``, ``len(S)`` 2 or 3; ``partition: (N,)`` integers
-        (required for LD, ignored for LR) -> float32 scalar.
+        (required for LD, ignored for LR); ``projection``: ``(..., C * r**d) -> (..., D)`` ->
+        float32 scalar.
     """
 
     def __init__(
-        self, temperature: float = 0.1, strategy: str = "LD", num_regions: int = 13, region_size: int = 3
+        self,
+        temperature: float = 0.1,
+        strategy: str = "LD",
+        num_regions: int = 13,
+        region_size: int = 3,
+        negatives: str = "all",
+        grid: str = "fit",
     ) -> None:
         super().__init__()
         _check_temperature(temperature)
@@ -370,12 +513,20 @@ class LocalContrastiveLoss(nn.Module):
             raise ValueError(f"num_regions must be one of 9, 13 (2D) or 27, 35 (3D), got {num_regions}")
         if region_size < 1:
             raise ValueError(f"region_size must be >= 1, got {region_size}")
+        if negatives not in LOCAL_NEGATIVES:
+            raise ValueError(f"negatives must be one of {LOCAL_NEGATIVES}, got {negatives!r}")
+        if grid not in REGION_GRIDS:
+            raise ValueError(f"grid must be one of {REGION_GRIDS}, got {grid!r}")
+        if negatives == "neighbours" and num_regions not in _ALLOWED_REGIONS[2]:
+            raise ValueError(f"neighbouring negatives are defined for 2D maps (9 or 13 regions), got {num_regions}")
         self.temperature = temperature
         self.strategy = strategy
         self.num_regions = num_regions
         self.region_size = region_size
+        self.negatives = negatives
+        self.grid = grid
 
-    def forward(self, f: torch.Tensor, partition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, partition: torch.Tensor | None = None, projection=None) -> torch.Tensor:
         if f.ndim not in (5, 6):
             raise ValueError(
                 f"LocalContrastiveLoss expects f of shape (V, N, C, *S) with 2 or 3 spatial dims, got {tuple(f.shape)}"
@@ -387,10 +538,20 @@ class LocalContrastiveLoss(nn.Module):
         part = None
         if self.strategy == "LD":
             part = _check_partition(partition, n, "LocalContrastiveLoss('LD')").to(f.device)
-        starts = local_region_starts(spatial, self.num_regions, self.region_size)
-        regions = extract_regions(f.reshape(v * n, c, *spatial), starts, self.region_size)  # (V*N, K, F)
-        k = regions.shape[1]
+        k = self.num_regions
+        starts = local_region_starts(spatial, k, self.region_size, self.grid)
+        if self.negatives == "neighbours":
+            nb = neighbour_region_starts(spatial, k, self.region_size, self.grid)  # (K, J, 2)
+            starts = torch.cat([starts, nb.reshape(-1, nb.shape[-1])])
+        regions = extract_regions(f.reshape(v * n, c, *spatial), starts, self.region_size)  # (V*N, P, F)
+        if projection is not None:
+            regions = projection(regions)
         pos, neg = local_pair_masks(v, n, k, part, self.strategy)
+        if self.negatives == "neighbours":
+            anchors, others = regions[:, :k], regions[:, k:]
+            return neighbour_contrastive_loss(
+                anchors, others.reshape(v * n, k, -1, others.shape[-1]), pos.to(f.device), self.temperature
+            )
         return masked_contrastive_loss(
             regions.reshape(v * n * k, -1), pos.to(f.device), neg.to(f.device), self.temperature
         )
