@@ -86,7 +86,8 @@ class InfoNCELoss(_TemperatureLoss):
     ``L(q1, k2) + L(q2, k1)`` in the method.
 
     Args:
-        temperature: ``T``. 0.2 is MoCo v3's ViT setting (its ResNet recipe uses 1.0).
+        temperature: ``T``. MoCo v3 uses 1.0 on ResNets (``--moco-t`` default) and 0.2 on ViTs;
+            :class:`~medssl.methods.image_ssl.MoCoV3` chooses by backbone.
 
     Shapes:
         ``q, k: (N, D)`` -> scalar.

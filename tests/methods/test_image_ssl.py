@@ -329,3 +329,30 @@ def test_dino_use_bn_in_head():
     assert not any(isinstance(m, nn.BatchNorm1d) for m in make("dino").head.modules())
     head = make("dino", use_bn_in_head=True).head
     assert sum(isinstance(m, nn.BatchNorm1d) for m in head.modules()) == 2  # after each hidden Linear (3 layers)
+
+
+def _layout(head: MLPHead) -> list[str]:
+    return [type(m).__name__ for m in head.mlp]
+
+
+def test_mocov3_heads_and_temperature_follow_the_official_recipe_per_backbone():
+    """facebookresearch/moco-v3 (release): MoCo_ResNet = 2-layer projector ending in BN, 2-layer
+    predictor WITHOUT the last BN, T = 1.0 (main_moco.py ``--moco-t`` default); MoCo_ViT = 3-layer
+    projector, predictor ending in BN, T = 0.2 (CONFIG.md). Every Linear has no bias."""
+    from medssl.engines.image_ssl import build_pretrain_model
+
+    cls = SSL_METHODS["mocov3"]
+    assert cls.default_kwargs("resnet50") == {"temperature": 1.0, "proj_layers": 2, "predictor_last_bn": False}
+    assert cls.default_kwargs("vit_small") == {"temperature": 0.2, "proj_layers": 3, "predictor_last_bn": True}
+    res = build_pretrain_model("mocov3", "resnet18", 2, 1)
+    assert _layout(res.projector) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert _layout(res.predictor) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]  # no last BN on a ResNet
+    assert res.criterion.temperature == 1.0
+    assert all(m.bias is None for m in res.modules() if isinstance(m, nn.Linear))
+    vit = build_pretrain_model("mocov3", "vit_small", 2, 1, arch_kwargs={"image_size": 28, "patch_size": 14})
+    assert _layout(vit.projector) == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
+    assert _layout(vit.predictor)[-1] == "BatchNorm1d" and vit.criterion.temperature == 0.2
+    # explicit keywords win over the declared defaults; the constructor alone is the ResNet recipe
+    assert build_pretrain_model("mocov3", "resnet18", 2, 1, method_kwargs={"temperature": 0.2}).criterion.temperature == 0.2
+    plain = make("mocov3")
+    assert plain.criterion.temperature == 1.0 and _layout(plain.predictor)[-1] == "Linear"
