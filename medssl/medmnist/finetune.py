@@ -68,6 +68,8 @@ def fine_tune(
     weight_decay: float = 0.01,
     device: str | torch.device | None = None,
     progress: bool = True,
+    select_on: str = "auroc",
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Full fine-tuning of ``head(backbone(x))``, keeping the epoch with the best validation AUROC.
 
@@ -101,6 +103,9 @@ def fine_tune(
         weight_decay: AdamW weight decay.
         device: where to train (default: where ``backbone``'s parameters are).
         progress: show a tqdm bar over epochs.
+        select_on: the validation metric that picks the epoch, ``"auroc"`` or ``"acc"``
+            (:func:`~medssl.medmnist.protocols.selection_key`).
+        on_epoch: called after every epoch with that epoch's history entry (progress lines).
 
     Returns:
         ``(test_probs, history)``: probabilities as :func:`medssl.medmnist.protocols.linear_probe` returns them, and
@@ -155,10 +160,12 @@ def fine_tune(
             metrics = classification_metrics(y_val, val_probs, task)
             history["epochs"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
                                       "lr": epoch_lr, **{f"val_{k}": v for k, v in metrics.items()}})
-            if best_state is None or selection_key(metrics) > selection_key(history["best_val"]):
+            if best_state is None or selection_key(metrics, select_on) > selection_key(history["best_val"], select_on):
                 best_state = copy.deepcopy(model.state_dict())
                 history["best_epoch"], history["best_val"] = epoch, metrics
             bar.set_postfix(loss=history["epochs"][-1]["train_loss"], val_auroc=metrics["auroc"])
+            if on_epoch is not None:
+                on_epoch({**history["epochs"][-1], "epochs": epochs})
     if best_state is not None:
         model.load_state_dict(best_state)
     return _predict(model, x_test, task, 2 * batch_size, device, precision), history

@@ -9,9 +9,25 @@ the backbone and a head on in-memory ``uint8`` image tensors.
 Model selection: every protocol picks its hyper-parameters (linear: learning rate x weight decay;
 kNN: k x temperature) or its epoch (fine-tuning) by **validation AUROC**, the headline MedMNIST
 metric, with validation ACC breaking ties and standing in where AUROC is undefined (a validation
-split with one class); on a full tie the first candidate in grid order (or the earliest epoch) is
-kept. The test split is only predicted with the selected candidate; nothing is retrained on
-train + val.
+split with one class); ``select_on="acc"`` swaps the two (the Bundele et al. benchmark selects its
+linear probe on validation accuracy). On a full tie the first candidate in grid order (or the
+earliest epoch) is kept. The test split is only predicted with the selected candidate; nothing is
+retrained on train + val.
+
+kNN with few labels (:func:`knn_k_grid`, :func:`knn_probe`): with ``k`` equal to the number ``N``
+of labeled samples every query has the same neighbours (the whole labeled set), so the plain vote
+is the class frequencies reweighted by similarity, and at a 1 % subset (BreastMNIST: 4 benign and
+1 malignant image) it predicts the majority class for everything. Two fixes, both stated in the
+record's ``params``: ``k`` stays below ``N`` (configured ``ks >= N`` are dropped; if none is left,
+the odd numbers 1, 3, 5, 7, 9 below ``N``), and the vote is class-balanced by default (each
+neighbour's weight divided by its class's count in the labeled set, so every class brings the same
+prior mass: the prior correction of a kernel density classifier; DINO's plain vote is
+``vote="plain"``). For a binary task the balanced and the plain vote rank the test samples the same
+way (the AUROC is unchanged); the predicted class, and so ACC, is what changes.
+
+:data:`PROTOCOL_VERSION` numbers the behaviour of each protocol's code; it is part of the results'
+resume key (:mod:`medssl.medmnist.plan`), so a change in this file that changes results is bumped
+there and never reuses stale records.
 
 The linear probe and kNN take a :class:`ProbeData`: train / val features with labels and test
 features WITHOUT labels, so the test split cannot reach a selection by construction (a test in
@@ -36,7 +52,14 @@ import torch.nn.functional as F
 
 from medssl.medmnist.metrics import classification_metrics, normalize_task
 
-__all__ = ["ProbeData", "LinearHead", "fit_linear_head", "linear_probe", "knn_classify", "knn_probe"]
+__all__ = ["PROTOCOL_VERSION", "ProbeData", "LinearHead", "fit_linear_head", "linear_probe", "knn_classify",
+           "knn_k_grid", "knn_probe", "selection_key"]
+
+#: behaviour version of each protocol's code, part of the resume key of its results (bump on a change
+#: that changes results). knn 2: k below N and the class-balanced vote.
+PROTOCOL_VERSION = {"linear": 1, "knn": 2, "finetune": 1}
+#: what a selection can be made on
+SELECT_ON = ("auroc", "acc")
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -119,10 +142,13 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return F.cross_entropy(logits, y)
 
 
-def selection_key(metrics: dict[str, float]) -> tuple[float, float]:
-    """Validation AUROC first (``nan`` ranks last), ACC second."""
+def selection_key(metrics: dict[str, float], on: str = "auroc") -> tuple[float, float]:
+    """Validation AUROC first (``nan`` ranks last), ACC second; ``on="acc"``: ACC first, AUROC second."""
+    if on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {SELECT_ON}, got {on!r}")
     auroc = metrics["auroc"]
-    return (-math.inf if math.isnan(auroc) else auroc, metrics["acc"])
+    auroc = -math.inf if math.isnan(auroc) else auroc
+    return (auroc, metrics["acc"]) if on == "auroc" else (metrics["acc"], auroc)
 
 
 def rng_devices(device: torch.device) -> list:
@@ -217,6 +243,7 @@ def linear_probe(
     seed: int = 0,
     num_classes: int | None = None,
     device: str | torch.device = "cpu",
+    select_on: str = "auroc",
 ) -> tuple[np.ndarray, dict, float]:
     """Linear probe on frozen features, learning rate x weight decay chosen on validation AUROC.
 
@@ -236,6 +263,7 @@ def linear_probe(
         seed: seeds the layer initialisation and the batch order (the same for every grid point).
         num_classes: number of classes for multi-class tasks (default: largest train/val label + 1).
         device: where to train.
+        select_on: ``"auroc"`` (ACC breaks ties) or ``"acc"`` (AUROC breaks ties).
 
     Returns:
         ``(test_probs, best_params, val_auroc)``: ``(N_test, C)`` or ``(N_test, L)`` probabilities,
@@ -252,7 +280,7 @@ def linear_probe(
             layer = _train_linear(xtr, ytr, out, task, lr, wd, epochs, batch_size, seed)
             with torch.no_grad():
                 metrics = classification_metrics(data.val_y, to_probs(layer(xva), task).cpu().numpy(), task)
-            if best is None or selection_key(metrics) > selection_key(best[2]):
+            if best is None or selection_key(metrics, select_on) > selection_key(best[2], select_on):
                 best = (layer, {"lr": lr, "wd": wd}, metrics)
     if best is None:
         raise ValueError("empty hyper-parameter grid")
@@ -276,11 +304,43 @@ def _neighbours(train: torch.Tensor, query: torch.Tensor, k: int, chunk_size: in
     return torch.cat(sims), torch.cat(idx)
 
 
-def _vote(sims: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
-    """Weighted vote ``sum_i w_i t_i / sum_i w_i`` with ``w_i = exp(s_i / T)`` over the first ``k``."""
+def _vote(sims: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, k: int, temperature: float,
+          class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted vote over the first ``k`` neighbours with ``w_i = exp(s_i / T)``.
+
+    Plain (``class_weight=None``): ``sum_i w_i t_i / sum_i w_i``. Balanced: the vote of class ``c``
+    is ``sum_i w_i [y_i = c] * class_weight_c``, the row then normalised to sum 1.
+    """
     s = sims[:, :k]
     w = torch.exp((s - s[:, :1]) / temperature)  # shifting by the row maximum cancels in the ratio
-    return (w.unsqueeze(2) * targets[idx[:, :k]]).sum(1) / w.sum(1, keepdim=True)
+    votes = (w.unsqueeze(2) * targets[idx[:, :k]]).sum(1)
+    if class_weight is None:
+        return votes / w.sum(1, keepdim=True)
+    votes = votes * class_weight
+    return votes / votes.sum(1, keepdim=True).clamp_min(torch.finfo(votes.dtype).tiny)
+
+
+def _class_weight(targets: torch.Tensor) -> torch.Tensor:
+    """``1 / n_c`` per class of one-hot ``(N, C)`` targets (0 for a class with no sample)."""
+    counts = targets.sum(0)
+    return torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+
+
+#: the k tried when every configured k reaches the number of labeled samples (those below N are kept)
+SMALL_KS = (1, 3, 5, 7, 9)
+
+
+def knn_k_grid(ks: Sequence[int], n: int) -> list[int]:
+    """The numbers of neighbours tried with ``n`` labeled samples: the configured ``ks`` below ``n``;
+    if none is, the :data:`SMALL_KS` below ``n``; ``[1]`` for ``n <= 1`` (nothing else exists).
+
+    ``k = n`` is left out: every query would have the whole labeled set as neighbours (see the module
+    doc). Example: BreastMNIST at 1 % (``n = 5``) with ``ks = (10, 20, 50, 100)`` gives ``[1, 3]``.
+    """
+    if n <= 1:
+        return [1]
+    below = sorted({int(k) for k in ks if 1 <= int(k) < n})
+    return below or [k for k in SMALL_KS if k < n]
 
 
 def _vote_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -296,6 +356,7 @@ def knn_classify(
     num_classes: int,
     chunk_size: int = 1024,
     device: str | torch.device = "cpu",
+    balanced: bool = False,
 ) -> np.ndarray:
     """Weighted k-nearest-neighbour class probabilities on L2-normalised features.
 
@@ -317,6 +378,8 @@ def knn_classify(
         num_classes: ``C`` (number of classes; 2 for binary tasks).
         chunk_size: queries per similarity block, to bound memory at ``chunk_size x N`` floats.
         device: where to compute the similarities.
+        balanced: class-balanced vote (single-label targets): each neighbour's weight divided by its
+            class's count in ``train_y`` (see the module doc); multi-label votes stay plain.
 
     Returns:
         ``(Q, C)`` probabilities (rows sum to 1 for single-label targets).
@@ -328,8 +391,10 @@ def knn_classify(
     if y.ndim == 2 and y.shape[1] != num_classes:
         raise ValueError(f"multi-label targets have {y.shape[1]} labels but num_classes is {num_classes}")
     k = min(k, len(xtr))
+    targets = _vote_targets(y.to(device), num_classes)
+    weight = _class_weight(targets) if balanced and y.ndim == 1 else None
     sims, idx = _neighbours(xtr, _feats(query_feats, device), k, chunk_size)
-    return _vote(sims, idx, _vote_targets(y.to(device), num_classes), k, temperature).cpu().numpy()
+    return _vote(sims, idx, targets, k, temperature, weight).cpu().numpy()
 
 
 def knn_probe(
@@ -339,11 +404,13 @@ def knn_probe(
     num_classes: int | None = None,
     chunk_size: int = 1024,
     device: str | torch.device = "cpu",
+    vote: str = "balanced",
+    select_on: str = "auroc",
 ) -> tuple[np.ndarray, dict, float]:
     """Weighted kNN (:func:`knn_classify`) with k x temperature chosen on validation AUROC.
 
-    ``ks`` are capped by the number of training samples and deduplicated, so a 1 % subset of a
-    small dataset still gets a valid grid. Neighbours are searched once for the largest ``k``.
+    The k tried are :func:`knn_k_grid` of ``ks`` and the number of labeled samples (always below
+    it, see the module doc). Neighbours are searched once for the largest ``k``.
 
     Args:
         data: train / val features and labels, test features (:class:`ProbeData`).
@@ -352,22 +419,30 @@ def knn_probe(
         num_classes: classes of a multi-class task (default: largest train/val label + 1).
         chunk_size: see :func:`knn_classify`.
         device: where to compute the similarities.
+        vote: ``"balanced"`` (each class's votes divided by its labeled count; single-label tasks)
+            or ``"plain"`` (DINO's).
+        select_on: ``"auroc"`` or ``"acc"`` (see :func:`selection_key`).
 
     Returns:
-        ``(test_probs, {"k", "temperature"}, val_auroc)``.
+        ``(test_probs, {"k", "temperature", "vote"}, val_auroc)``.
     """
+    if vote not in ("balanced", "plain"):
+        raise ValueError(f"vote must be 'balanced' or 'plain', got {vote!r}")
     task, xtr, xva, xte, ytr, out = data.tensors(torch.device(device), num_classes)
     targets = _vote_targets(ytr, out)
-    ks = sorted({min(k, len(xtr)) for k in ks})
-    if not ks or not temps:
+    weight = _class_weight(targets) if vote == "balanced" and task != "multilabel" else None
+    ks = knn_k_grid(ks, len(xtr))
+    if not temps:
         raise ValueError("empty hyper-parameter grid")
     sims, idx = _neighbours(xtr, xva, ks[-1], chunk_size)
     best = None
     for k in ks:
         for t in temps:
-            metrics = classification_metrics(data.val_y, _vote(sims, idx, targets, k, t).cpu().numpy(), task)
-            if best is None or selection_key(metrics) > selection_key(best[1]):
-                best = ({"k": k, "temperature": t}, metrics)
+            probs = _vote(sims, idx, targets, k, t, weight).cpu().numpy()
+            metrics = classification_metrics(data.val_y, probs, task)
+            if best is None or selection_key(metrics, select_on) > selection_key(best[1], select_on):
+                best = ({"k": k, "temperature": t, "vote": vote if weight is not None else "plain"}, metrics)
     params, metrics = best
     sims, idx = _neighbours(xtr, xte, params["k"], chunk_size)
-    return _vote(sims, idx, targets, params["k"], params["temperature"]).cpu().numpy(), params, metrics["auroc"]
+    test = _vote(sims, idx, targets, params["k"], params["temperature"], weight)
+    return test.cpu().numpy(), params, metrics["auroc"]

@@ -12,7 +12,16 @@ import torch.nn as nn
 
 from medssl.medmnist.finetune import fine_tune
 from medssl.medmnist.metrics import classification_metrics
-from medssl.medmnist.protocols import ProbeData, fit_linear_head, knn_classify, knn_probe, linear_probe
+from medssl.medmnist.protocols import (
+    ProbeData,
+    fit_linear_head,
+    knn_classify,
+    knn_k_grid,
+    knn_probe,
+    linear_probe,
+    selection_key,
+)
+from medssl.medmnist.subsample import class_balanced_subset
 
 
 def _separable(n: int, d: int = 8, classes: int = 3, seed: int = 0):
@@ -89,9 +98,71 @@ def test_knn_hand_computed():
 def test_knn_probe_selects_on_val():
     (xtr, ytr), (xva, yva), (xte, yte) = (_separable(n, seed=s) for n, s in ((40, 1), (30, 2), (30, 3)))
     probs, params, val_auroc = knn_probe(ProbeData(xtr, ytr, xva, yva, xte, "multi-class"), ks=(5, 20, 100))
-    assert params["k"] in (5, 20, 40) and params["temperature"] in (0.07, 0.1, 0.5)  # 100 capped to N=40
+    assert params["k"] in (5, 20) and params["temperature"] in (0.07, 0.1, 0.5)  # 100 >= N=40 is dropped
+    assert params["vote"] == "balanced"
     assert probs.shape == (30, 3) and val_auroc > 0.95
     assert classification_metrics(yte, probs, "multi-class")["auroc"] > 0.95
+
+
+def test_knn_k_grid_stays_below_the_labeled_count():
+    assert knn_k_grid((10, 20, 50, 100), 546) == [10, 20, 50, 100]
+    assert knn_k_grid((10, 20, 50, 100), 55) == [10, 20, 50]  # BreastMNIST 10 %: 100 dropped
+    assert knn_k_grid((10, 20, 50, 100), 5) == [1, 3]  # 1 %: k = N = 5 would be the whole labeled set
+    assert knn_k_grid((3, 10), 5) == [3]
+    assert knn_k_grid((10,), 2) == [1] and knn_k_grid((10,), 1) == [1]
+
+
+def test_knn_balanced_vote_hand_computed():
+    # three class-0 samples and one class-1 sample; a query with similarity 1 to every one of them
+    # (all on one ray): plain vote 3/4 : 1/4, balanced (each class / its count) 1/2 : 1/2.
+    train = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    labels = np.array([0, 0, 0, 1])
+    query = np.array([[5.0, 0.0]])
+    plain = knn_classify(train, labels, query, k=4, temperature=0.1, num_classes=2)
+    balanced = knn_classify(train, labels, query, k=4, temperature=0.1, num_classes=2, balanced=True)
+    np.testing.assert_allclose(plain, [[0.75, 0.25]], rtol=1e-6)
+    np.testing.assert_allclose(balanced, [[0.5, 0.5]], rtol=1e-6)
+    # with other similarities: p_c proportional to sum_{i in c} w_i / n_c
+    train = np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.0]])  # cosines 0.6, 0.8, -0.6 to (3, 4)
+    w = np.exp(np.array([0.6, 0.8, -0.6]) / 0.5)
+    v0, v1 = w[0] / 1, (w[1] + w[2]) / 2
+    probs = knn_classify(train, np.array([0, 1, 1]), np.array([[3.0, 4.0]]), k=3, temperature=0.5, num_classes=2,
+                         balanced=True)
+    np.testing.assert_allclose(probs, [[v0 / (v0 + v1), v1 / (v0 + v1)]], rtol=1e-6)
+
+
+def _imbalanced(n0: int, n1: int, seed: int):
+    """Two overlapping Gaussian classes in 16-D (class 1 shifted), n0 of class 0 and n1 of class 1,
+    around a common offset: like post-ReLU backbone features, all cosine similarities are close to 1."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n0, int), np.ones(n1, int)]
+    x = 6.0 + rng.normal(size=(n0 + n1, 16)) + np.where(y[:, None] == 1, 1.0, -1.0) * (np.arange(16) < 4)
+    return x.astype(np.float32), y
+
+
+def test_knn_at_one_percent_of_an_imbalanced_set_predicts_both_classes():
+    """BreastMNIST's counts (399 : 147 training images); 1 % is 4 + 1 labeled samples. The old
+    protocol (k capped to N = 5, plain vote) gives every test image the same neighbours and predicts
+    the majority class for all of them; the protocol now (k below N chosen on validation, class-
+    balanced vote) predicts both classes, with a balanced accuracy above chance."""
+    (xtr, ytr), (xva, yva), (xte, yte) = (_imbalanced(a, b, s) for a, b, s in ((399, 147, 0), (57, 21, 1), (114, 42, 2)))
+    idx = class_balanced_subset(ytr, 0.01, seed=0)
+    assert len(idx) == 5 and ytr[idx].sum() == 1
+    old = knn_classify(xtr[idx], ytr[idx], xte, k=5, temperature=0.5, num_classes=2)
+    assert set(old.argmax(1)) == {0}  # the degenerate case this fixes
+    probs, params, _ = knn_probe(ProbeData(xtr[idx], ytr[idx], xva, yva, xte, "binary"),
+                                 ks=(10, 20, 50, 100), temps=(0.07, 0.1, 0.5))
+    pred = probs.argmax(1)
+    assert params["k"] in (1, 3) and params["vote"] == "balanced"
+    assert set(pred) == {0, 1}
+    assert classification_metrics(yte, probs, "binary")["balanced_acc"] > 0.6
+
+
+def test_selection_on_accuracy():
+    a, b = {"auroc": 0.9, "acc": 0.7}, {"auroc": 0.8, "acc": 0.8}
+    assert selection_key(a) > selection_key(b) and selection_key(b, "acc") > selection_key(a, "acc")
+    with pytest.raises(ValueError, match="select_on"):
+        selection_key(a, "f1")
 
 
 def _toy_images(n: int, seed: int):
