@@ -41,17 +41,28 @@ Per-step work is in :func:`train_step` (views -> forward, backward, optimiser st
 method's ``augmented_views`` (uint8 batch -> views on the device), so that
 ``benchmarks/bench_ssl_pipeline.py`` times exactly the engine's step with real data and with a
 pre-made batch (GUIDE section 2, item 13).
+
+Every setting a run ends up with, the method's declared defaults included, is resolved in one
+place (:func:`resolve_settings`) that both :func:`pretrain_ssl` and :func:`describe_pretraining`
+use. :func:`describe_pretraining` turns them into plain data, with a digest of the model built on
+the ``meta`` device (module structure and every scalar attribute: head layouts, loss temperature,
+EMA momentum), without touching data or weights. Callers that cache results
+(:mod:`medssl.medmnist.plan`) put it into their keys, so a changed code default never reuses a
+result made under the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import logging
 import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -116,6 +127,146 @@ def build_pretrain_model(
         kwargs.setdefault(key, value)
     backbone = build_backbone(arch, spatial_dims, in_channels, **(arch_kwargs or {}))
     return cls(backbone, **kwargs)
+
+
+@dataclass
+class PretrainSettings:
+    """Everything a pretraining run uses, after the method's declared defaults are applied.
+
+    ``method_kwargs`` are the keywords the method is built with (explicit ones, those the labels
+    imply, then :meth:`~medssl.methods.image_ssl.base.SSLMethod.default_kwargs`); ``augment_kwargs``
+    the :class:`~medssl.transforms.image_ssl_augment.SSLAugment` keywords (explicit, then the
+    method's ``augment_defaults``).
+    """
+
+    method: str
+    cls: type
+    arch: str
+    spatial_dims: int
+    in_channels: int
+    image_size: int
+    n_images: int
+    batch_size: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    grad_clip: float | None
+    num_classes: int | None
+    precision: str
+    channels_last: bool
+    seed: int
+    method_kwargs: dict = field(default_factory=dict)
+    label_kwargs: dict = field(default_factory=dict)
+    arch_kwargs: dict = field(default_factory=dict)
+    augment_preset: str = ""
+    augment_kwargs: dict = field(default_factory=dict)
+
+
+def resolve_settings(
+    method: str,
+    image_shape: Sequence[int],
+    arch: str = "resnet18",
+    spatial_dims: int = 2,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: int = 10,
+    precision: str = "bf16",
+    channels_last: bool = True,
+    seed: int = 0,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    method_kwargs: dict | None = None,
+    arch_kwargs: dict | None = None,
+    augment_kwargs: dict | None = None,
+    augment_preset: str | None = None,
+    grad_clip: float | str | None = "auto",
+) -> PretrainSettings:
+    """The settings of :func:`pretrain_ssl` for images of ``image_shape`` ``(N, C, *spatial)``
+    (arguments as there): the method's rate, clip, keywords, augmentation and the backbone's
+    keywords, each from the method's declaration where not given."""
+    cls = _method_class(method)
+    n, in_channels, image_size = int(image_shape[0]), int(image_shape[1]), int(image_shape[-1])
+    explicit = dict(method_kwargs or {})
+    label_kwargs: dict = {}
+    if cls.uses_labels:
+        if labels is None or len(labels) != n:
+            raise ValueError(f"method {method!r} needs labels for the {n} images")
+        num_classes, label_kwargs = cls.label_settings(torch.as_tensor(labels), num_classes)
+    kwargs = dict(explicit)
+    for key, value in label_kwargs.items():
+        kwargs.setdefault(key, value)
+    for key, value in cls.default_kwargs(arch, num_classes).items():
+        kwargs.setdefault(key, value)
+    arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else default_arch_kwargs(arch, image_size)
+    aug_kw = dict(augment_kwargs or {})
+    for key, value in cls.augment_defaults(image_size, arch_kwargs).items():
+        aug_kw.setdefault(key, value)
+    return PretrainSettings(
+        method=method, cls=cls, arch=arch, spatial_dims=spatial_dims, in_channels=in_channels,
+        image_size=image_size, n_images=n, batch_size=batch_size, epochs=epochs,
+        lr=cls.default_lr(arch, batch_size) if lr is None else float(lr),
+        weight_decay=DEFAULT_WEIGHT_DECAY if weight_decay is None else float(weight_decay),
+        warmup_epochs=warmup_epochs,
+        grad_clip=cls.default_grad_clip(arch) if grad_clip == "auto" else grad_clip,
+        num_classes=num_classes if cls.uses_labels else None, precision=precision, channels_last=channels_last,
+        seed=seed, method_kwargs=kwargs, label_kwargs=label_kwargs, arch_kwargs=arch_kwargs,
+        augment_preset=augment_preset or cls.aug_preset, augment_kwargs=aug_kw,
+    )
+
+
+def _scalar_attributes(model: nn.Module) -> dict[str, dict]:
+    """Per submodule (by name), its public attributes of plain kinds: what ``repr`` may not show
+    (a loss's temperature, an EMA start, a queue size)."""
+    plain = (bool, int, float, str, type(None))
+    out = {}
+    for name, module in model.named_modules():
+        attrs = {k: v for k, v in vars(module).items()
+                 if not k.startswith("_") and k != "training"
+                 and (isinstance(v, plain) or (isinstance(v, tuple) and all(isinstance(x, plain) for x in v)))}
+        if attrs:
+            out[name or "."] = {"class": type(module).__qualname__, **attrs}
+    return out
+
+
+def _init_signature(cls: type) -> dict[str, Any]:
+    """The constructor's keyword defaults (``backbone`` left out)."""
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def describe_pretraining(settings: PretrainSettings) -> dict:
+    """``settings`` as plain data, with the code defaults behind them.
+
+    Returns a JSON-able dict: the method's class and constructor keywords (its signature defaults
+    under the resolved ones), the optimiser and schedule, the resolved augmentation recipe
+    (``SSLAugment.describe``), the backbone keywords, and ``model``: a digest of the method built
+    around a fresh backbone on the ``meta`` device (no memory, no weights): its ``repr`` (layers,
+    shapes, BatchNorm placement) and every scalar attribute of every submodule. Anything that
+    changes what :func:`pretrain_ssl` would build changes this dict.
+    """
+    from medssl.transforms.image_ssl_augment import SSLAugment
+
+    st = settings
+    with torch.device("meta"):
+        model = build_pretrain_model(st.method, st.arch, st.spatial_dims, st.in_channels, st.arch_kwargs,
+                                     st.num_classes, st.method_kwargs)
+    structure = json.dumps([repr(model), _scalar_attributes(model)], sort_keys=True, default=repr)
+    augment = SSLAugment(st.augment_preset, spatial_dims=st.spatial_dims, **st.augment_kwargs)
+    return json.loads(json.dumps({
+        "method": st.method, "method_class": f"{st.cls.__module__}.{st.cls.__qualname__}",
+        "method_kwargs": {**_init_signature(st.cls), **st.method_kwargs},
+        "model": hashlib.sha1(structure.encode()).hexdigest()[:16],
+        "optimizer": {"name": "AdamW", "lr": st.lr, "weight_decay": st.weight_decay, "no_decay": "ndim < 2",
+                      "schedule": "warmup + cosine per step", "warmup_epochs": st.warmup_epochs},
+        "grad_clip": st.grad_clip, "arch": st.arch, "arch_kwargs": st.arch_kwargs,
+        "augment": augment.describe(), "augment_kwargs": st.augment_kwargs,
+        "precision": st.precision, "channels_last": st.channels_last, "batch_size": st.batch_size,
+        "epochs": st.epochs, "seed": st.seed, "num_classes": st.num_classes, "image_shape": [
+            st.n_images, st.in_channels, *[st.image_size] * st.spatial_dims],
+    }, default=repr))
 
 
 def train_step(
@@ -217,6 +368,8 @@ def pretrain_ssl(
     grad_clip: float | str | None = "auto",
     device: str | torch.device | None = None,
     log_every: int = 10,
+    augment_preset: str | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> Path:
     """Pretrain a backbone with an SSL method (or the supervised baseline) on in-memory images.
 
@@ -264,6 +417,11 @@ def pretrain_ssl(
         grad_clip: gradient-norm clip; ``"auto"``: the method's ``default_grad_clip`` (DINO, ViTs: 3.0).
         device: ``None``: CUDA if available, else CPU.
         log_every: steps between ``kind: "step"`` log lines (and progress-bar updates).
+        augment_preset: a preset of ``medssl.transforms.image_ssl_augment.PRESETS`` for every
+            method alike (a benchmark with one shared augmentation); ``None``: the method's own
+            ``aug_preset``.
+        on_epoch: called after every epoch with its log record plus ``"epochs"`` (the total), e.g.
+            for progress lines when there is no progress bar.
 
     Returns:
         The checkpoint path ``out_dir/pretrain.pt``.
@@ -280,30 +438,20 @@ def pretrain_ssl(
 
     tune_allocator()
     # ------------------------------------------------------------------ checks and settings
-    cls = _method_class(method)
+    _method_class(method)
     _check_inputs(images, arch, precision, spatial_dims, batch_size, epochs)
-    n = len(images)
-    kwargs = dict(method_kwargs or {})
-    if cls.uses_labels:
-        if labels is None or len(labels) != n:
-            raise ValueError(f"method {method!r} needs labels for the {n} images")
-        labels = torch.as_tensor(labels)
-        num_classes, label_kwargs = cls.label_settings(labels, num_classes)
-        for key, value in label_kwargs.items():
-            kwargs.setdefault(key, value)
-    else:
-        labels = None
-    in_channels = int(images.shape[1])
-    image_size = int(images.shape[-1])
-    arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else default_arch_kwargs(arch, image_size)
-    aug_kw = dict(augment_kwargs or {})
-    for key, value in cls.augment_defaults(image_size, arch_kwargs).items():
-        aug_kw.setdefault(key, value)
+    st = resolve_settings(
+        method, tuple(images.shape), arch=arch, spatial_dims=spatial_dims, epochs=epochs, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, precision=precision,
+        channels_last=channels_last, seed=seed, labels=labels, num_classes=num_classes, method_kwargs=method_kwargs,
+        arch_kwargs=arch_kwargs, augment_kwargs=augment_kwargs, augment_preset=augment_preset, grad_clip=grad_clip,
+    )
+    cls, n = st.cls, st.n_images
+    labels = torch.as_tensor(labels) if cls.uses_labels else None
+    in_channels, num_classes = st.in_channels, st.num_classes
+    arch_kwargs, aug_kw, lr, weight_decay, grad_clip = st.arch_kwargs, st.augment_kwargs, st.lr, st.weight_decay, st.grad_clip
+    kwargs = {k: v for k, v in st.method_kwargs.items() if k in (method_kwargs or {}) or k in st.label_kwargs}
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    lr = cls.default_lr(arch, batch_size) if lr is None else float(lr)
-    weight_decay = DEFAULT_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
-    if grad_clip == "auto":
-        grad_clip = cls.default_grad_clip(arch)
     steps_per_epoch = n // batch_size
     total_steps = steps_per_epoch * epochs
     if warmup_epochs > epochs:
@@ -320,7 +468,7 @@ def pretrain_ssl(
     # ---------------------------------------------------------------------- model and state
     torch.manual_seed(seed)
     model = build_pretrain_model(method, arch, spatial_dims, in_channels, arch_kwargs, num_classes, kwargs)
-    augment = SSLAugment(model.aug_preset, spatial_dims=spatial_dims, **aug_kw)
+    augment = SSLAugment(st.augment_preset, spatial_dims=spatial_dims, **aug_kw)
     fmt = memory_format_for(spatial_dims) if channels_last else None
     model.to(dev)
     if fmt is not None:
@@ -339,6 +487,8 @@ def pretrain_ssl(
         "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "precision": precision,
         "channels_last": channels_last, "grad_clip": grad_clip, "num_classes": num_classes,
         "method_kwargs": ckpt_io.jsonable(kwargs), "augment_kwargs": ckpt_io.jsonable(aug_kw),
+        "augment_preset": st.augment_preset,
+        "resolved": hashlib.sha1(json.dumps(describe_pretraining(st), sort_keys=True).encode()).hexdigest()[:16],
     }
     start_epoch, global_step = 0, 0
     if resume and ckpt_path.exists():
@@ -409,9 +559,12 @@ def pretrain_ssl(
                        "time_s": round(elapsed, 3)}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
+                if on_epoch is not None:
+                    on_epoch({**rec, "epochs": epochs})
     finally:
         bar.close()
     return ckpt_path
 
 
-__all__ = ["DEFAULT_WEIGHT_DECAY", "build_pretrain_model", "pretrain_ssl", "train_step"]
+__all__ = ["DEFAULT_WEIGHT_DECAY", "PretrainSettings", "build_pretrain_model", "describe_pretraining", "pretrain_ssl",
+           "resolve_settings", "train_step"]

@@ -278,3 +278,42 @@ def test_the_loop_never_names_a_method():
             elif isinstance(node, ast.Attribute) and node.attr in words:
                 found.add(node.attr)
         assert not found, f"{module.__name__} names {found}"
+
+
+def test_describe_pretraining_covers_the_code_defaults(monkeypatch):
+    """The description (what caches key their results on) changes with a method's declared default,
+    a constructor default, the augmentation recipe or the engine's weight decay, and not otherwise."""
+    from medssl.methods.image_ssl import MoCoV3, SimCLR
+    from medssl.transforms import image_ssl_augment as aug
+
+    def describe(method="mocov3", **kw):
+        return sp.describe_pretraining(sp.resolve_settings(method, (32, 1, 16, 16), batch_size=16, **kw))
+
+    base = describe()
+    assert base == describe()  # deterministic
+    assert base["method_kwargs"]["temperature"] == 1.0 and base["method_kwargs"]["predictor_last_bn"] is False
+    assert base["augment"]["preset"] == "mocov3" and base["optimizer"]["lr"] == pytest.approx(1e-3 * 16 / 256)
+    with monkeypatch.context() as m:  # a declared default (the ViT recipe on a ResNet)
+        m.setattr(MoCoV3, "default_kwargs", classmethod(lambda cls, arch, num_classes=None: {"predictor_last_bn": True}))
+        changed = describe()
+        assert changed["model"] != base["model"] and changed["method_kwargs"]["predictor_last_bn"] is True
+    simclr = describe("simclr")
+    with monkeypatch.context() as m:  # a constructor default (projector output 128 -> 64): the structure moves
+        m.setattr(SimCLR.__init__, "__defaults__", (512, 64, 0.5))
+        assert describe("simclr")["model"] != simclr["model"]
+    with monkeypatch.context() as m:  # the augmentation recipe
+        m.setitem(aug.PRESETS, "mocov3", {"views": ({"flip_p": 0.5},) * 2})
+        assert describe()["augment"] != base["augment"]
+    with monkeypatch.context() as m:  # an engine default
+        m.setattr(sp, "DEFAULT_WEIGHT_DECAY", 0.1)
+        assert describe()["optimizer"]["weight_decay"] == 0.1
+    # a shared augmentation for every method: the preset named, not the method's
+    assert describe(augment_preset="simclr")["augment"]["preset"] == "simclr"
+
+
+def test_shared_augmentation_and_epoch_callback(tmp_path):
+    seen = []
+    path = run("byol", tmp_path, augment_preset="simclr", on_epoch=seen.append)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["config"]["augment_preset"] == "simclr" and len(ckpt["config"]["resolved"]) == 16
+    assert [r["epoch"] for r in seen] == [1, 2] and all(r["epochs"] == 2 and r["kind"] == "epoch" for r in seen)
