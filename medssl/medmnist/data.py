@@ -147,7 +147,7 @@ def load_medmnist(
     flag: str,
     split: str = "train",
     size: int = 28,
-    root: str | Path | None = None,
+    root: str | Path | list | None = None,
     download: bool = False,
     verify: bool = True,
 ) -> MedMNISTSplit:
@@ -160,7 +160,7 @@ def load_medmnist(
         flag: dataset flag, e.g. ``"breastmnist"``, ``"adrenalmnist3d"`` (case-insensitive).
         split: ``"train"``, ``"val"`` or ``"test"``.
         size: 28, 64, 128, 224 (2D) or 28, 64 (3D).
-        root: folder of the files (see :func:`resolve_root`).
+        root: folder(s) of the files (see :func:`~medssl.medmnist.files.resolve_roots`).
         download: fetch the file if it is missing (needs internet).
         verify: check the md5 against the official table.
 
@@ -218,7 +218,7 @@ def _npy_header(zf: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, .
 def medmnist_summary(
     flag: str,
     size: int = 28,
-    root: str | Path | None = None,
+    root: str | Path | list | None = None,
     download: bool = False,
 ) -> dict[str, Any]:
     """Verify a MedMNIST file and describe its splits (what ``medssl data medmnist`` prints).
@@ -229,7 +229,7 @@ def medmnist_summary(
     Args:
         flag: dataset flag.
         size: image size.
-        root: folder of the files (see :func:`resolve_root`).
+        root: folder(s) of the files (see :func:`~medssl.medmnist.files.resolve_roots`).
         download: fetch the file if it is missing.
 
     Returns:

@@ -10,9 +10,11 @@ requires torchvision and with it a CUDA torch build); :mod:`medssl.medmnist.data
   loads do not rehash a 224x224 file of several GB. Nothing is written into the data folder.
 * :func:`download_medmnist` fetches a missing file into the root folder (atomic, md5-checked).
 
-Files live in a root folder resolved by :func:`resolve_root`: an explicit ``root``, else
-``$MEDMNIST_ROOT``, else ``~/.medmnist`` (the official package's default). File names are the
-official ones: ``<flag>.npz`` for size 28, ``<flag>_<size>.npz`` otherwise.
+Files are looked up in root folders resolved by :func:`resolve_roots`: an explicit ``root`` (one
+folder or a list of folders), else ``$MEDMNIST_ROOT`` (one folder, or several separated by
+``os.pathsep``, ``:`` on Linux and macOS, like ``PATH``), else ``~/.medmnist`` (the official
+package's default). The first folder holding the file wins; a download goes into the first folder.
+File names are the official ones: ``<flag>.npz`` for size 28, ``<flag>_<size>.npz`` otherwise.
 """
 
 from __future__ import annotations
@@ -96,20 +98,37 @@ def check_flag_size(flag: str, size: int) -> tuple[str, dict[str, Any], int]:
     return flag, info, size_i
 
 
-def resolve_root(root: str | Path | None = None) -> Path:
-    """The folder holding the MedMNIST files.
+#: one folder, or several searched in order
+Roots = str | Path | list[str | Path] | tuple[str | Path, ...] | None
+
+
+def resolve_roots(root: Roots = None) -> list[Path]:
+    """The folders searched for MedMNIST files, in order.
 
     Args:
-        root: explicit folder; if ``None``, ``$MEDMNIST_ROOT``; if unset or empty,
+        root: explicit folder or list of folders; if ``None`` (or an empty list),
+            ``$MEDMNIST_ROOT`` split at ``os.pathsep`` (empty parts skipped); if unset or empty,
             ``~/.medmnist`` (the official package's default).
 
     Returns:
-        The folder with ``~`` expanded (it need not exist).
+        The folders with ``~`` expanded, duplicates removed (they need not exist).
     """
-    if root is None:
-        env = os.environ.get(ENV_ROOT, "").strip()
-        root = env if env else DEFAULT_ROOT
-    return Path(root).expanduser()
+    if isinstance(root, (list, tuple)):
+        parts = [str(r) for r in root]
+    elif root is not None:
+        parts = [str(root)]
+    else:
+        parts = []
+    if not parts:
+        parts = [r.strip() for r in os.environ.get(ENV_ROOT, "").split(os.pathsep) if r.strip()]
+    if not parts:
+        parts = [str(DEFAULT_ROOT)]
+    return list(dict.fromkeys(Path(r).expanduser() for r in parts))
+
+
+def resolve_root(root: Roots = None) -> Path:
+    """The first folder of :func:`resolve_roots`: where a download goes."""
+    return resolve_roots(root)[0]
 
 
 def medmnist_filename(flag: str, size: int = 28) -> str:
@@ -118,9 +137,12 @@ def medmnist_filename(flag: str, size: int = 28) -> str:
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 
-def medmnist_path(flag: str, size: int = 28, root: str | Path | None = None) -> Path:
-    """Where the file of ``flag`` at ``size`` is expected (see :func:`resolve_root`)."""
-    return resolve_root(root) / medmnist_filename(flag, size)
+def medmnist_path(flag: str, size: int = 28, root: Roots = None) -> Path:
+    """Where the file of ``flag`` at ``size`` is: in the first root folder that holds it, else in
+    the first root folder (see :func:`resolve_roots`)."""
+    name = medmnist_filename(flag, size)
+    roots = resolve_roots(root)
+    return next((r / name for r in roots if (r / name).exists()), roots[0] / name)
 
 
 def medmnist_url(flag: str, size: int = 28) -> str:
@@ -134,12 +156,15 @@ def _expected_md5(flag: str, size: int) -> tuple[str, dict[str, list[str]]]:
     return info["md5"][str(size)], info["md5_accepted"][str(size)]
 
 
-def _missing_message(flag: str, size: int, folder: Path, offer_download: bool = True) -> str:
+def _missing_message(flag: str, size: int, folder: Path | list[Path], offer_download: bool = True) -> str:
     name = medmnist_filename(flag, size)
     fetch = ", or let medssl fetch it with download=True / --download" if offer_download else ""
+    folders = folder if isinstance(folder, list) else [folder]
+    where = str(folders[0]) if len(folders) == 1 else f"any of {', '.join(map(str, folders))}"
     return (
-        f"MedMNIST file {name} not found in {folder}. Put the official {name} in that folder "
-        f"(the folder is --root/root=, else ${ENV_ROOT}, else ~/.medmnist); on a machine with "
+        f"MedMNIST file {name} not found in {where}. Put the official {name} in {'that' if len(folders) == 1 else 'one'}"
+        f" folder (the folders are --root/root=, else ${ENV_ROOT} with folders separated by {os.pathsep!r}, "
+        f"else ~/.medmnist); on a machine with "
         f"internet, download it from {medmnist_url(flag, size)} (md5 {_expected_md5(flag, size)[0]})"
         + fetch
     )
@@ -243,7 +268,7 @@ def verify_medmnist(path: str | Path, flag: str, size: int = 28) -> dict[str, An
 def download_medmnist(
     flag: str,
     size: int = 28,
-    root: str | Path | None = None,
+    root: Roots = None,
     timeout: float = DOWNLOAD_TIMEOUT_S,
     progress: bool | None = None,
 ) -> Path:
@@ -252,7 +277,8 @@ def download_medmnist(
     Args:
         flag: dataset flag.
         size: image size.
-        root: destination folder (see :func:`resolve_root`); created if missing.
+        root: root folder(s) (see :func:`resolve_roots`): an existing file in any of them is
+            verified and returned, else the file is downloaded into the first; created if missing.
         timeout: seconds to wait for the server on connect and on each read.
         progress: print a progress bar to stderr; ``None`` = only when stderr is a terminal.
 
@@ -319,12 +345,13 @@ def download_medmnist(
     finally:
         tmp.unlink(missing_ok=True)
     st = dest.stat()
-    _MD5_CACHE[(str(dest.resolve()), st.st_size, st.st_mtime_ns)] = digest
+    _MD5_CACHE[(str(dest.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)] = digest
     return dest
 
 
-def locate(flag: str, size: int, root: str | Path | None, download: bool) -> Path:
-    """The verified-or-not path of an existing file; downloads it if asked and missing."""
+def locate(flag: str, size: int, root: Roots, download: bool) -> Path:
+    """The path of an existing file in the first root folder that has it (not verified here);
+    downloads it into the first root folder if asked and missing everywhere."""
     path = medmnist_path(flag, size, root)
     if path.is_file():
         return path
@@ -332,4 +359,4 @@ def locate(flag: str, size: int, root: str | Path | None, download: bool) -> Pat
         raise DataError("exists but is not a file; expected the official MedMNIST .npz here", path)
     if download:
         return download_medmnist(flag, size, root)
-    raise DataError(_missing_message(flag, size, path.parent))
+    raise DataError(_missing_message(flag, size, resolve_roots(root)))

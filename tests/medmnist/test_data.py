@@ -31,6 +31,7 @@ from medssl.medmnist.files import (
     medmnist_path,
     medmnist_url,
     resolve_root,
+    resolve_roots,
 )
 from medssl.errors import DataError, MedsslError
 
@@ -119,6 +120,23 @@ def test_resolve_root_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert resolve_root(None) == tmp_path / "env"
     assert resolve_root(tmp_path / "explicit") == tmp_path / "explicit"  # explicit wins
     assert resolve_root("~/x") == tmp_path / "home" / "x"
+
+
+def test_several_roots_are_searched_in_order(breast_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """$MEDMNIST_ROOT holds folders separated by os.pathsep (as PATH); an explicit list wins; the
+    first folder with the file is read; a missing file's message names every folder searched."""
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    monkeypatch.setenv("MEDMNIST_ROOT", os.pathsep.join([str(empty), "", str(breast_copy), str(empty)]))
+    assert resolve_roots(None) == [empty, breast_copy]  # empty parts and duplicates dropped
+    assert resolve_root(None) == empty  # downloads go to the first
+    assert medmnist_path("breastmnist") == breast_copy / "breastmnist.npz"
+    assert load_medmnist("breastmnist", "val", verify=False).path == breast_copy / "breastmnist.npz"
+    assert resolve_roots([other, empty]) == [other, empty]  # explicit folders, not the variable
+    d = load_medmnist("breastmnist", "val", root=[other, breast_copy], verify=False)
+    assert d.path == breast_copy / "breastmnist.npz"
+    with pytest.raises(DataError) as e:
+        load_medmnist("breastmnist", root=[other, empty])
+    assert f"any of {other}, {empty}" in str(e.value)
 
 
 # ------------------------------------------------------------------------------ real files
