@@ -58,19 +58,27 @@ def _root(
 # --------------------------------------------------------------------------------------- data
 @data_app.command("info")
 def data_info(
-    path: Annotated[Path, typer.Argument(help="NIfTI/NRRD/MHA file or DICOM series folder.")],
+    path: Annotated[Path, typer.Argument(help="NIfTI/NRRD/MHA file, DICOM series folder or dataset folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     series: Annotated[
         Optional[str], typer.Option(help="DICOM folder with several series: the series key (or a prefix) to read.")
     ] = None,
 ) -> None:
-    """Shape, spacing, origin, direction, orientation, dtype and intensity range of a volume.
+    """Shape, spacing, origin, direction, orientation, dtype and intensity range of a volume
+    (or, for a dataset folder, its channels, labels and cases per split).
 
     Arrays are in (x, y, z) order everywhere in medssl; spacing is in the same order, in mm;
     origin/direction are LPS (as ITK/DICOM); orientation is the RAS+ axis code (as nibabel).
     """
     from medssl.data.io import read_volume
     from medssl.data.volume import volume_info
+
+    if path.is_dir() and (path / "dataset.json").is_file():
+        from medssl.data.dataset_info import dataset_info, format_dataset_info
+
+        dinfo = dataset_info(path)
+        typer.echo(json.dumps(dinfo) if as_json else format_dataset_info(dinfo))
+        return
 
     info = volume_info(read_volume(path, series=series))
     info = {"path": str(path), **info}
@@ -99,12 +107,14 @@ def data_info(
 def data_check(
     root: Annotated[Path, typer.Argument(help="Dataset folder (medssl / nnU-Net v2 layout).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
+    resample_channels: Annotated[bool, typer.Option(
+        help="Channels on another grid than channel 0 are resampled by the run (data.resample_channels): warn, don't fail.")] = False,
 ) -> None:
-    """Report every problem per case (geometry mismatch, undeclared labels, NaNs, empty or unreadable files)."""
+    """Report every problem per case (geometry mismatch, missing channels, undeclared labels, NaNs, empty or unreadable files)."""
     from medssl.core.runtime import interactive
     from medssl.data.check import check_dataset
 
-    report = check_dataset(root, progress=not as_json and interactive())
+    report = check_dataset(root, progress=not as_json and interactive(), resample_channels=resample_channels)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -167,14 +177,15 @@ def sample_data(
     val: Annotated[int, typer.Option(min=0, help="Labeled validation cases (imagesVal/): checkpoint selection.")] = 4,
     test: Annotated[int, typer.Option(min=0, help="Labeled test cases (imagesTs/): read once, for the final figures.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite an existing dataset in OUT.")] = False,
+    channels: Annotated[int, typer.Option(
+        min=1, max=2, help="1: abdominal MRI-like phantoms; 2: two-channel phantoms whose classes need both channels.")] = 1,
 ) -> None:
     """Generate a small 3D segmentation dataset of phantoms (organ-like shapes, noise, bias field)."""
+    from medssl.core.runtime import interactive
     from medssl.data.phantoms import generate_sample_data
 
-    from medssl.core.runtime import interactive
-
     path = generate_sample_data(out, seed=seed, n_labeled=labeled, n_unlabeled=unlabeled, n_val=val, n_test=test,
-                                force=force, progress=interactive())
+                                force=force, progress=interactive(), channels=channels)
     typer.echo(f"sample data written to {path}")
 
 

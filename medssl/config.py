@@ -35,8 +35,16 @@ class DataConfig(Strict):
     patch_size: tuple[int, int, int] = (64, 64, 32)
     batch_size: int = Field(2, ge=1)
     fg_fraction: float = Field(0.67, ge=0.0, le=1.0, description="share of patches centred on foreground")
-    intensity: Literal["zscore", "ct"] = "zscore"
+    intensity: Literal["zscore", "ct", "auto"] | list[Literal["zscore", "ct"]] = Field(
+        "zscore", description="intensity normalisation: one mode for every channel, 'auto' (the CT window for "
+        "channels named CT, z-score for the others) or a list with one mode per channel")
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    channels: list[int] | None = Field(
+        None, description="train on these input channels only (numbers of dataset.json's channel_names, in the "
+        "order given), e.g. [0] to measure what the other sequences add; default: all")
+    resample_channels: bool = Field(
+        False, description="resample a channel on another grid than channel 0 onto channel 0's (with a warning) "
+        "instead of refusing the case")
     num_workers: int = Field(0, ge=0)
     num_labeled: int | None = Field(None, ge=1, description="use only N labeled cases (the first N, see labeled_seed)")
     labeled_seed: int | None = Field(
@@ -164,12 +172,36 @@ class ContrastiveConfig(Strict):
     proj_dim: int = Field(128, ge=1)
     proj_hidden: int = Field(1024, ge=1)
     augment_strength: float = Field(1.0, ge=0, description="scales the augmentation ranges (0 = none)")
+    # medssl's defaults; the official code's choices (configs/hippocampus/contrastive_paper_*.yaml) in brackets
+    augment: Literal["medssl", "official"] = Field(
+        "medssl", description="medssl: random resized crop of 60-100% of the area + contrast/brightness/noise; "
+        "official: fixed crop of 27% of the area (100 of 192 px) + brightness then contrast [official]"
+    )
+    keep_original_view: bool = Field(
+        False, description="global stage: one copy of every image stays unaugmented (the official G^D batch) [true]"
+    )
+    global_head: Literal["pool", "flatten"] = Field(
+        "pool", description="g1 input: pool = global average of the bottleneck; flatten = the whole bottleneck "
+        "flattened (official; needs a fixed patch size) [flatten]"
+    )
+    local_negatives: Literal["all", "neighbours"] = Field(
+        "all", description="local negatives: all other regions, or the 5 neighbouring regions of the official "
+        "code (2D) [neighbours]"
+    )
+    region_grid: Literal["fit", "official"] = Field(
+        "fit", description="region positions: fit = last region at the border; official = m = L - 4 for 3x3 [official]"
+    )
+    region_proj_dim: int | None = Field(
+        None, ge=1, description="per-region linear projection of the flattened local regions (official: 128) [128]"
+    )
 
     @model_validator(mode="after")
     def _regions(self):
         allowed = {2: (9, 13), 3: (27, 35)}[self.spatial_dims]
         if self.num_regions is not None and self.num_regions not in allowed:
             raise ValueError(f"contrastive.num_regions must be one of {allowed} in {self.spatial_dims}D, got {self.num_regions}")
+        if self.local_negatives == "neighbours" and self.spatial_dims != 2:
+            raise ValueError("contrastive.local_negatives=neighbours is defined (by the official code) for 2D only")
         return self
 
 

@@ -436,7 +436,7 @@ def cache_dataset(root: str | Path, cache_dir: str | Path | None = None, progres
     jobs: list[tuple[Path, bool]] = []
     for split in SPLIT_FOLDERS:
         for case in list_cases(root, split, spec):
-            jobs.append((case.image, False))
+            jobs.extend((image, False) for image in case.images)
             if case.label is not None:
                 jobs.append((case.label, True))
     with tqdm(total=len(jobs), desc="caching volumes", unit="vol", disable=not progress) as bar:

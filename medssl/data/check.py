@@ -26,6 +26,11 @@ orphan_label        error     a label file without an image (a misnamed image, u
 no_test_labels      warning   ``imagesTs`` without a ``labelsTs`` folder (no test metrics); an
                               ``imagesVal`` without ``labelsVal`` is a ``missing_label`` error
 geometry_mismatch   error     image and label differ in shape, spacing, origin or direction
+missing_channel     error     a case lacks one of the channel files ``channel_names`` declares
+extra_channel       error     a channel file beyond the declared channels
+no_channel_suffix   error     several channels declared but a file has no ``_000k`` suffix
+channel_geometry    error     a channel's grid differs from channel 0's (a warning when the
+                              run resamples channels: ``data.resample_channels``)
 undeclared_labels   error     label values that ``dataset.json`` does not declare
 non_integer_labels  error     fractional or non-finite label values
 nonfinite           error     NaN / inf voxels in an image
@@ -48,7 +53,7 @@ from typing import Callable
 import numpy as np
 
 from medssl.data.check_report import CheckReport, Problem, Severity
-from medssl.data.dataset import SPLIT_FOLDERS, Case, DatasetSpec, list_cases, read_dataset_json
+from medssl.data.dataset import SPLIT_FOLDERS, Case, DatasetSpec, read_dataset_json, scan_cases
 from medssl.data.io import read_volume
 from medssl.data.volume import GeometryError, Volume
 from medssl.errors import DataError, MedsslError
@@ -105,11 +110,11 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in np.ravel(values)) + ")"
 
 
-def _geometry_differences(image: Volume, label: Volume) -> list[str]:
-    """Readable ``attribute image-value vs label-value`` for each geometry attribute that differs."""
+def _geometry_differences(image: Volume, label: Volume, names: tuple[str, str] = ("image", "label")) -> list[str]:
+    """Readable ``attribute first-value vs second-value`` for each geometry attribute that differs."""
     out = []
     if image.shape != label.shape:
-        out.append(f"shape {image.shape} (image) vs {label.shape} (label)")
+        out.append(f"shape {image.shape} ({names[0]}) vs {label.shape} ({names[1]})")
     if not np.allclose(image.spacing, label.spacing, atol=SPACING_ATOL):
         out.append(f"spacing {_fmt(image.spacing)} vs {_fmt(label.spacing)} mm")
     if not np.allclose(image.origin, label.origin, atol=ORIGIN_ATOL):
@@ -258,9 +263,15 @@ def _check_stray_files(root: Path, ending: str, problems: list[Problem]) -> None
 
 # ------------------------------------------------------------------------------- one case
 def check_case(
-    case: Case, declared: set[int] | None, *, read: Reader = read_volume, seen: set[int] | None = None
+    case: Case,
+    declared: set[int] | None,
+    *,
+    read: Reader = read_volume,
+    seen: set[int] | None = None,
+    resample_channels: bool = False,
 ) -> list[Problem]:
-    """Every check of one case: its image and, when ``case.label`` is set, its label map.
+    """Every check of one case: its image (each channel) and, when ``case.label`` is set, its
+    label map.
 
     The image must be readable, 3D, on a regular orthogonal grid (no zero-scale or sheared
     affine), finite (no NaN / inf voxel) and not constant; the label the same, with whole-number
@@ -273,6 +284,8 @@ def check_case(
         read: how to read a file; :func:`~medssl.data.io.read_volume` by default,
             ``lambda p: cache.get(p).volume()`` to read from a :class:`~medssl.data.cache.VolumeCache`.
         seen: if given, the label values found are added to it.
+        resample_channels: channels on another grid than channel 0 are resampled by the run
+            (a ``channel_geometry`` warning instead of an error).
 
     Returns:
         The problems found (errors and warnings; codes in the module docstring), in the order
@@ -283,6 +296,18 @@ def check_case(
     image = _read(case.image, name, split, problems, read)
     if image is not None:
         _check_image(image, name, split, case.image, problems)
+    for k, path in enumerate(case.channels, start=1):
+        other = _read(path, name, split, problems, read)
+        if other is None:
+            continue
+        _check_image(other, name, split, path, problems)
+        diffs = _geometry_differences(image, other, ("channel 0", f"channel {k}")) if image is not None else []
+        if diffs:
+            what = "resampled to channel 0's grid by the run" if resample_channels else (
+                "register or resample it, or set data.resample_channels: true")
+            problems.append(Problem(name, path, "warning" if resample_channels else "error",
+                                    f"channel {k} and channel 0 geometry differ: " + "; ".join(diffs) + f" ({what})",
+                                    "channel_geometry", split))
     if case.label is None:
         return problems
     label = _read(case.label, name, split, problems, read)
@@ -306,7 +331,7 @@ def check_case(
 
 
 # ------------------------------------------------------------------------------- the check
-def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
+def check_dataset(root: str | Path, progress: bool = True, resample_channels: bool = False) -> CheckReport:
     """Check a medssl / nnU-Net v2 dataset folder and report every problem found.
 
     Every image and label is read once (one case in memory at a time). A broken ``dataset.json``
@@ -316,6 +341,8 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     Args:
         root: the dataset folder (see :mod:`medssl.data.dataset`).
         progress: show a tqdm progress bar over the cases.
+        resample_channels: channel grids that differ from channel 0's are warnings, not errors
+            (the run resamples them: ``data.resample_channels``).
 
     Returns:
         A :class:`CheckReport`; ``report.ok`` is False when any error was found. Problems are
@@ -341,7 +368,12 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
         declared = None
     ending = spec.file_ending
 
-    cases: dict[str, list[Case]] = {split: list_cases(root, split, spec) for split in SPLIT_FOLDERS}
+    cases: dict[str, list[Case]] = {}
+    faulty: dict[str, set[str]] = {}
+    for split in SPLIT_FOLDERS:
+        cases[split], faults = scan_cases(root, split, spec)
+        faulty[split] = {f.case for f in faults}
+        problems.extend(Problem(f.case, f.path, "error", f.message, f.code, split) for f in faults)
     for split, split_cases in cases.items():
         report.counts[split] = len(split_cases)
         if SPLIT_FOLDERS[split][1] is not None:
@@ -392,20 +424,20 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
         lab_dir = SPLIT_FOLDERS[split][1]
         skip_label = lab_dir is None or (split == "test" and no_test_labels)
         if not skip_label and case.label is None:
-            problems.extend(check_case(case, declared))
+            problems.extend(check_case(case, declared, resample_channels=resample_channels))
             expected = root / lab_dir / f"{name}{ending}"
             problems.append(
                 Problem(name, expected, "error", f"no label file for image {case.image.name}", "missing_label", split)
             )
             continue
-        checked = case if not skip_label else Case(name, case.image, None, split)
-        problems.extend(check_case(checked, declared, seen=seen))
+        checked = case if not skip_label else Case(name, case.image, None, split, case.channels)
+        problems.extend(check_case(checked, declared, seen=seen, resample_channels=resample_channels))
 
     # --- orphan label files (no image with that case name)
     for split, (img_dir, lab_dir) in SPLIT_FOLDERS.items():
         if lab_dir is None or not (root / lab_dir).is_dir():
             continue
-        names = {c.name for c in cases[split]}
+        names = {c.name for c in cases[split]} | faulty[split]
         for f in sorted((root / lab_dir).iterdir()):
             if f.name.startswith(".") or not f.name.endswith(ending):
                 continue

@@ -114,7 +114,8 @@ class CheckReport:
             parts.append(text)
         name = self.spec.name if self.spec else "?"
         classes = ", ".join(f"{k}={v}" for k, v in self.spec.labels.items()) if self.spec else "unknown"
-        return f"dataset {self.root} ({name}): " + ", ".join(parts) + f"; labels: {classes}"
+        channels = ", ".join(f"{k}={v}" for k, v in self.spec.channel_names.items()) if self.spec else "unknown"
+        return f"dataset {self.root} ({name}): " + ", ".join(parts) + f"; channels: {channels}; labels: {classes}"
 
     def format(self) -> str:
         """Human-readable report: summary line, problems grouped per case, then the verdict."""
@@ -143,5 +144,6 @@ class CheckReport:
             "counts": dict(self.counts),
             "labeled": dict(self.labeled),
             "labels": None if self.spec is None else dict(self.spec.labels),
+            "channels": None if self.spec is None else dict(self.spec.channel_names),
             "problems": [p.to_json() for p in self.problems],
         }

@@ -8,8 +8,12 @@ normalisation depend on where the patch lies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+#: the normalisations :func:`fit_intensity` knows; ``"auto"`` picks one per channel by its name
+MODES = ("zscore", "ct")
 
 
 @dataclass(frozen=True)
@@ -51,3 +55,30 @@ def fit_intensity(array: np.ndarray, mode: str = "zscore", ct_window: tuple[floa
     sub = np.clip(sub, lo, hi)
     std = float(sub.std())
     return IntensityNorm(center=float(sub.mean()), scale=std if std > 1e-6 else 1.0, lo=float(lo), hi=float(hi))
+
+
+def channel_modes(intensity: str | Sequence[str], modalities: Sequence[str]) -> list[str]:
+    """One normalisation mode per channel.
+
+    Args:
+        intensity: a mode for every channel (``"zscore"``, ``"ct"``), ``"auto"`` (the CT window
+            for channels named CT, z-score for the others: MRI sequences, PET, ...), or a list
+            with one mode per channel.
+        modalities: the channel names of ``dataset.json`` (channel order).
+
+    Raises:
+        ValueError: a list whose length is not the number of channels, or an unknown mode.
+    """
+    n = len(modalities)
+    if isinstance(intensity, str):
+        if intensity == "auto":
+            return ["ct" if str(m).strip().upper() == "CT" else "zscore" for m in modalities]
+        modes = [intensity] * n
+    else:
+        modes = [str(m) for m in intensity]
+        if len(modes) != n:
+            raise ValueError(f"data.intensity lists {len(modes)} modes for {n} channels ({', '.join(modalities)})")
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise ValueError(f"unknown intensity mode {bad[0]!r}; expected one of {', '.join(MODES)} or 'auto'")
+    return modes

@@ -83,10 +83,10 @@ def _file_version(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _key(case: Case, declared: list[int] | None) -> _Key | None:
+def _key(case: Case, declared: list[int] | None, resample_channels: bool = False) -> _Key | None:
     """The results-file key of ``case``, or ``None`` if a file cannot be stat-ed (then it is checked)."""
     parts = []
-    for path in (case.image, case.label):
+    for path in (case.image, case.label, *case.channels):
         if path is None:
             parts.append(None)
             continue
@@ -96,7 +96,8 @@ def _key(case: Case, declared: list[int] | None) -> _Key | None:
             return None
         parts.append([str(resolved), *version])
     entry = "|".join("" if p is None else p[0] for p in parts)
-    raw = json.dumps([CHECK_VERSION, declared, parts])
+    # a single-channel case keeps the key it had before channels existed (no re-check after upgrade)
+    raw = json.dumps([CHECK_VERSION, declared, parts] + ([True] if resample_channels else []))
     return _Key(entry, hashlib.sha1(raw.encode("utf-8")).hexdigest())
 
 
@@ -172,10 +173,12 @@ def preflight(
     volume_cache: "str | Path | None" = None,
     use_cache: bool = True,
     progress: bool = False,
+    resample_channels: bool = False,
 ) -> None:
     """Check the cases a command is about to use; raise before any heavy work if one is broken.
 
-    Signature: ``preflight(cases, spec, *, volume_cache=None, use_cache=True, progress=False) -> None``.
+    Signature: ``preflight(cases, spec, *, volume_cache=None, use_cache=True, progress=False,
+    resample_channels=False) -> None``.
 
     Every case is checked with :func:`medssl.data.check.check_case`: its image (and its label
     when ``case.label`` is set) must be a readable 3D volume on a regular orthogonal grid (no
@@ -196,6 +199,8 @@ def preflight(
         use_cache: remember passing cases and skip them while their files are unchanged; ``False``
             checks everything and writes no results file.
         progress: a tqdm bar (stderr) over the cases that are actually checked.
+        resample_channels: the run resamples channels that are not on channel 0's grid (their
+            mismatch is not an error).
 
     Raises:
         PreflightError: (a :class:`~medssl.errors.DataError`) one line: ``"<file>: case <name>
@@ -225,12 +230,13 @@ def preflight(
 
     results = preflight_cache_file(cases) if use_cache else None
     passed = _load(results) if results is not None else {}
-    keys = [_key(c, declared) if use_cache else None for c in cases]
+    keys = [_key(c, declared, resample_channels) if use_cache else None for c in cases]
     todo = [(c, k) for c, k in zip(cases, keys) if k is None or passed.get(k.entry) != k.version]
     errors: list[Problem] = []
     newly = 0
     for case, key in tqdm(todo, desc="checking data", unit="case", disable=not progress or not todo, leave=False):
-        found = [p for p in check_case(case, declared_set, read=read) if p.severity == "error"]
+        found = [p for p in check_case(case, declared_set, read=read, resample_channels=resample_channels)
+                 if p.severity == "error"]
         errors.extend(found)
         if not found and key is not None:
             passed[key.entry] = key.version

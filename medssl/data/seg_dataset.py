@@ -23,17 +23,29 @@ from medssl.data.patches import crop_patch, sample_patch_start
 
 
 class _CaseVolumes:
-    """Per-case arrays, intensity statistics and foreground locations, computed once per process."""
+    """Per-case arrays (one per channel, on channel 0's grid), intensity statistics (one per
+    channel) and foreground locations, computed once per process.
 
-    def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str, ct_window: tuple[float, float]):
+    Args:
+        cases: the cases (``case.images``: channel 0 first).
+        cache_dir: volume cache folder.
+        intensity: one mode for every channel or a list with one per channel
+            (:func:`medssl.data.intensity.channel_modes` resolves ``"auto"`` beforehand).
+        ct_window: HU window of ``"ct"`` channels.
+        resample_channels: resample a channel on another grid than channel 0 (else refuse it).
+    """
+
+    def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str | Sequence[str], ct_window: tuple[float, float],
+                 resample_channels: bool = False):
         self.cases = list(cases)
         self.cache_dir = Path(cache_dir)
-        self.intensity = intensity
+        self.intensity = intensity if isinstance(intensity, str) else tuple(intensity)
         self.ct_window = tuple(ct_window)
+        self.resample_channels = bool(resample_channels)
         self._cache: VolumeCache | None = None
-        self._norms: dict[int, IntensityNorm] = {}
+        self._norms: dict[int, list[IntensityNorm]] = {}
         self._fg: dict[int, dict] = {}
-        self._arrays: dict[tuple[int, str], np.ndarray] = {}
+        self._arrays: dict[tuple[int, str], object] = {}
 
     @property
     def cache(self) -> VolumeCache:
@@ -41,24 +53,62 @@ class _CaseVolumes:
             self._cache = VolumeCache(self.cache_dir)
         return self._cache
 
+    def num_channels(self, i: int) -> int:
+        return len(self.cases[i].images)
+
     def image(self, i: int) -> np.ndarray:
-        return self._array(i, "image")
+        """Channel 0 (the reference grid)."""
+        return self.images(i)[0]
 
-    def label(self, i: int) -> np.ndarray:
-        return self._array(i, "label")
-
-    def _array(self, i: int, kind: str) -> np.ndarray:
-        # the memory map is opened once per case and process: VolumeCache.get checks the source
-        # file and maps the array each call, which costs more than cropping a small patch
-        key = (i, kind)
+    def images(self, i: int) -> list[np.ndarray]:
+        """Every channel's array, on channel 0's grid (memory maps unless resampled)."""
+        key = (i, "image")
         if key not in self._arrays:
-            self._arrays[key] = self.cache.get(getattr(self.cases[i], kind)).array
+            # the memory maps are opened once per case and process: VolumeCache.get checks the
+            # source file and maps the array each call, which costs more than cropping a patch
+            case = self.cases[i]
+            vols = [self.cache.get(p) for p in case.images]
+            if len(vols) == 1:
+                self._arrays[key] = [vols[0].array]
+            else:
+                from medssl.data.channels import align_channels
+
+                self._arrays[key] = align_channels([v.volume() for v in vols], case=case.name,
+                                                   resample=self.resample_channels, paths=case.images)
         return self._arrays[key]
 
-    def norm(self, i: int) -> IntensityNorm:
+    def label(self, i: int) -> np.ndarray:
+        key = (i, "label")
+        if key not in self._arrays:
+            self._arrays[key] = self.cache.get(self.cases[i].label).array
+        return self._arrays[key]
+
+    def norms(self, i: int) -> list[IntensityNorm]:
+        """One normalisation per channel."""
         if i not in self._norms:
-            self._norms[i] = fit_intensity(self.image(i), self.intensity, self.ct_window)
+            arrays = self.images(i)
+            modes = [self.intensity] * len(arrays) if isinstance(self.intensity, str) else list(self.intensity)
+            if len(modes) != len(arrays):
+                raise ValueError(f"{len(modes)} intensity modes for {len(arrays)} channels of case {self.cases[i].name!r}")
+            self._norms[i] = [fit_intensity(a, m, self.ct_window) for a, m in zip(arrays, modes)]
         return self._norms[i]
+
+    def norm(self, i: int) -> IntensityNorm:
+        """Channel 0's normalisation."""
+        return self.norms(i)[0]
+
+    def patch(self, i: int, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+        """The normalised patch ``(C, *size)`` float32 of every channel (padding: each channel's
+        lower clip value, i.e. its background after normalisation)."""
+        out = []
+        for arr, norm in zip(self.images(i), self.norms(i)):
+            pad = norm.lo if np.isfinite(norm.lo) else 0.0
+            out.append(norm(crop_patch(arr, start, size, pad_value=pad)))
+        return np.stack(out)
+
+    def volume(self, i: int) -> np.ndarray:
+        """The whole normalised volume ``(C, X, Y, Z)`` float32."""
+        return np.stack([norm(arr) for arr, norm in zip(self.images(i), self.norms(i))])
 
     def fg_locations(self, i: int) -> dict:
         if i not in self._fg:
@@ -75,8 +125,8 @@ class _CaseVolumes:
 class PatchDataset(Dataset):
     """Random patches for training.
 
-    Each item is a dict with ``image`` ``(1, *patch_size)`` float32 and, when the cases carry
-    labels, ``label`` ``(1, *patch_size)`` int64.
+    Each item is a dict with ``image`` ``(C, *patch_size)`` float32 (C input channels) and, when
+    the cases carry labels, ``label`` ``(1, *patch_size)`` int64.
 
     Args:
         cases: cases to sample from (uniformly).
@@ -85,9 +135,11 @@ class PatchDataset(Dataset):
         length: nominal number of items (the sampler decides which global indices are drawn).
         seed: base seed; item ``index`` uses ``np.random.default_rng([seed, index])``.
         fg_fraction: share of patches centred on a random foreground voxel (labeled cases only).
-        intensity: ``"zscore"`` or ``"ct"``, see :func:`medssl.data.intensity.fit_intensity`.
+        intensity: ``"zscore"`` or ``"ct"`` for every channel, or one per channel, see
+            :func:`medssl.data.intensity.fit_intensity`.
         ct_window: HU window for ``"ct"``.
         labeled: whether to return labels (False for unlabeled pools).
+        resample_channels: resample channels on another grid onto channel 0's (else refuse them).
     """
 
     def __init__(
@@ -101,10 +153,11 @@ class PatchDataset(Dataset):
         intensity: str = "zscore",
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
         labeled: bool = True,
+        resample_channels: bool = False,
     ):
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
-        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window)
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, resample_channels)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.length = int(length)
         self.seed = int(seed)
@@ -118,11 +171,9 @@ class PatchDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(index)])
         i = int(rng.integers(len(self.vols.cases)))
         img = self.vols.image(i)
-        norm = self.vols.norm(i)
         fg = self.vols.fg_locations(i) if self.labeled else None
         start = sample_patch_start(img.shape, self.patch_size, rng, fg_locations=fg, fg_fraction=self.fg_fraction if fg else 0.0)
-        pad = norm.lo if np.isfinite(norm.lo) else 0.0
-        item = {"image": torch.from_numpy(norm(crop_patch(img, start, self.patch_size, pad_value=pad)))[None]}
+        item = {"image": torch.from_numpy(self.vols.patch(i, start, self.patch_size))}
         if self.labeled:
             lab = crop_patch(self.vols.label(i), start, self.patch_size, pad_value=0)
             item["label"] = torch.from_numpy(lab.astype(np.int64))[None]
@@ -146,12 +197,13 @@ class PairedPatchDataset(Dataset):
 class VolumeDataset(Dataset):
     """Whole normalised volumes (for sliding-window validation and inference).
 
-    Items: ``image`` ``(1, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` int64 when present,
+    Items: ``image`` ``(C, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` int64 when present,
     ``name`` the case name, ``spacing`` ``(3,)`` in mm (for HD95).
     """
 
-    def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str = "zscore", ct_window=(-1000.0, 1000.0)):
-        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window)
+    def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str | Sequence[str] = "zscore",
+                 ct_window=(-1000.0, 1000.0), resample_channels: bool = False):
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, resample_channels)
 
     def __len__(self) -> int:
         return len(self.vols.cases)
@@ -160,7 +212,7 @@ class VolumeDataset(Dataset):
         case = self.vols.cases[i]
         cached = self.vols.cache.get(case.image)
         item = {
-            "image": torch.from_numpy(self.vols.norm(i)(cached.array))[None],
+            "image": torch.from_numpy(self.vols.volume(i)),
             "name": case.name,
             "spacing": torch.tensor(cached.spacing, dtype=torch.float64),
         }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from medssl.data.dataset import Case
@@ -34,11 +35,12 @@ class SegDataModule(pl.LightningDataModule):
         max_steps: int,
         seed: int = 0,
         fg_fraction: float = 0.5,
-        intensity: str = "zscore",
+        intensity: str | Sequence[str] = "zscore",
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
         num_workers: int = 0,
         unlabeled_cases: Sequence[Case] = (),
         test_cases: Sequence[Case] = (),
+        resample_channels: bool = False,
     ):
         super().__init__()
         self.unlabeled_cases, self.test_cases = list(unlabeled_cases), list(test_cases)
@@ -47,18 +49,20 @@ class SegDataModule(pl.LightningDataModule):
         self.patch_size, self.batch_size = tuple(patch_size), batch_size
         self.max_steps, self.seed = max_steps, seed
         self.fg_fraction, self.intensity, self.ct_window = fg_fraction, intensity, tuple(ct_window)
-        self.num_workers = num_workers
+        self.num_workers, self.resample_channels = num_workers, resample_channels
 
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
         ds = PatchDataset(
             self.train_cases, self.cache_dir, self.patch_size, self.max_steps * self.batch_size * world,
             seed=self.seed, fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
+            resample_channels=self.resample_channels,
         )
         if self.unlabeled_cases:  # semi-supervised: each item also carries an unlabeled patch
             unl = PatchDataset(
                 self.unlabeled_cases, self.cache_dir, self.patch_size, len(ds), seed=self.seed + 7919,
                 intensity=self.intensity, ct_window=self.ct_window, labeled=False,
+                resample_channels=self.resample_channels,
             )
             ds = PairedPatchDataset(ds, unl)
         return _step_loader(self, ds, self.batch_size, self.num_workers)
@@ -66,8 +70,9 @@ class SegDataModule(pl.LightningDataModule):
     def _volumes(self, cases: Sequence[Case]) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
-        ds = VolumeDataset(list(cases)[rank::world], self.cache_dir, self.intensity, self.ct_window)
-        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
+        ds = VolumeDataset(list(cases)[rank::world], self.cache_dir, self.intensity, self.ct_window,
+                           self.resample_channels)
+        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0, generator=_own_generator())
 
     def val_dataloader(self) -> DataLoader:
         return self._volumes(self.val_cases)
@@ -116,4 +121,12 @@ def _step_loader(dm: pl.LightningDataModule, ds, batch_size: int, num_workers: i
     sampler = StepSampler(dm.max_steps, batch_size, rank=rank, world_size=world,
                           start_step=lambda: trainer.global_step if trainer else 0)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=_own_generator())
+
+
+def _own_generator() -> torch.Generator:
+    """A generator of the loader's own. Without one, every new iterator of a DataLoader draws its
+    base seed from the GLOBAL torch RNG, so a run resumed from a checkpoint (which restores that
+    RNG and then makes a new train iterator) would draw other dropout / MC-dropout masks than the
+    uninterrupted run. Items never use this seed (patches are a function of seed and index)."""
+    return torch.Generator().manual_seed(0)

@@ -139,6 +139,10 @@ def build_splits(cfg: RunConfig, pretraining: bool = False):
         splits.train = splits.train + reviewed
     if cfg.val.max_cases:
         splits.val = splits.val[: cfg.val.max_cases]
+    if d.channels is not None:  # a subset of the input channels (e.g. one MRI sequence of several)
+        splits.spec = splits.spec.select(d.channels)
+        for role in ("train", "val", "test", "unlabeled"):
+            setattr(splits, role, [c.select(d.channels) for c in getattr(splits, role)])
     used = {c.image.resolve() for c in splits.train}
     splits.unlabeled = [c for c in splits.unlabeled if c.image.resolve() not in used]
     return splits
@@ -159,17 +163,20 @@ def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
 
     cache = VolumeCache(cache_dir)
     for case in tqdm(cases, desc="caching volumes", disable=not progress, leave=False):
-        cache.get(case.image)
+        for image in case.images:
+            cache.get(image)
         if case.label is not None:
             cache.get(case.label)
             cache.foreground_locations(case.label)
 
 
-def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path):
+def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path, spec):
+    from medssl.data.intensity import channel_modes
     from medssl.engines.datamodule import PartitionDataModule, SegDataModule
 
     d, tc = cfg.data, cfg.trainer
-    common = dict(seed=tc.seed, intensity=d.intensity, ct_window=d.ct_window, num_workers=d.num_workers)
+    common = dict(seed=tc.seed, intensity=channel_modes(d.intensity, spec.modalities), ct_window=d.ct_window,
+                  num_workers=d.num_workers)
     if model.data_kind == "partitions":
         sd = model.net.spatial_dims
         return PartitionDataModule(
@@ -178,7 +185,8 @@ def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path):
             num_partitions=model.num_partitions, **common)
     return SegDataModule(
         splits.train, splits.val, cache_dir, d.patch_size, d.batch_size, tc.max_steps, fg_fraction=d.fg_fraction,
-        unlabeled_cases=splits.unlabeled if model.uses_unlabeled else (), test_cases=splits.test, **common,
+        unlabeled_cases=splits.unlabeled if model.uses_unlabeled else (), test_cases=splits.test,
+        resample_channels=d.resample_channels, **common,
     )
 
 
@@ -204,14 +212,15 @@ def run_training(cfg: RunConfig, out: Path | None = None, resume: bool = False, 
     if cfg.init_from is not None and not resume and not Path(cfg.init_from).is_file():
         raise ConfigError(f"init_from {cfg.init_from}: no such checkpoint (run the stage that writes it first, "
                           "or fix the path with --set init_from=...)")
-    spec = read_dataset_json(cfg.data.root)
+    spec = read_dataset_json(cfg.data.root).select(cfg.data.channels)
     pretrain = get_method(cfg.method).is_pretraining  # declared on the class
     splits = build_splits(cfg, pretraining=pretrain)
     if not skip_checks:  # refuse broken cases before a folder is made or a step is taken
         from medssl.data.preflight import preflight
 
         preflight(splits.pretraining_pool() if pretrain else splits.train + splits.val + splits.test, spec,
-                  volume_cache=default_cache_dir(cfg), progress=interactive(cfg.trainer.progress) and rank() == 0)
+                  volume_cache=default_cache_dir(cfg), progress=interactive(cfg.trainer.progress) and rank() == 0,
+                  resample_channels=cfg.data.resample_channels)
     out, created = prepare_run_dir(cfg, out, resume)
     done_at = _resume_point(out, cfg) if resume else None
     if done_at is not None and done_at >= cfg.trainer.max_steps and (out / "metrics.json").is_file():
@@ -270,7 +279,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
         if not skip_checks:
             from medssl.data.preflight import preflight
 
-            preflight(splits.unlabeled, spec, volume_cache=cache_dir, progress=interactive(tc.progress) and rank() == 0)
+            preflight(splits.unlabeled, spec, volume_cache=cache_dir, progress=interactive(tc.progress) and rank() == 0,
+                      resample_channels=cfg.data.resample_channels)
         used = used + splits.unlabeled
     warm_cache(used, cache_dir, progress=interactive(tc.progress) and rank() == 0)
 
@@ -284,7 +294,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
               f"{len(splits.test)} test (evaluated once, at the end)")
 
     ckpt_dir = out / "checkpoints"
-    dm = _datamodule(cfg, model, splits, cache_dir)
+    dm = _datamodule(cfg, model, splits, cache_dir, spec)
     if pretrain:
         # no labels, no validation: last.ckpt every val_every steps is the resume point and the result
         ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=tc.val_every,

@@ -28,6 +28,7 @@ def load_predictor(checkpoint: str | Path, mc_samples: int | None = None, device
     from medssl.config import build_config
     from medssl.core.weights import load_checkpoint
     from medssl.data.dataset import DatasetSpec
+    from medssl.data.intensity import channel_modes
     from medssl.methods import build_method
 
     ckpt = load_checkpoint(checkpoint)
@@ -48,8 +49,9 @@ def load_predictor(checkpoint: str | Path, mc_samples: int | None = None, device
     model.eval().to(device)
     predictor = Predictor(
         model, roi_size=model.roi_size, sw_batch_size=model.sw_batch_size, overlap=model.overlap,
-        intensity=cfg.data.intensity, ct_window=cfg.data.ct_window, precision=cfg.trainer.precision,
-        mc_samples=mc_samples or getattr(model, "mc_samples", 1), device=device,
+        intensity=channel_modes(cfg.data.intensity, spec.modalities), ct_window=cfg.data.ct_window,
+        precision=cfg.trainer.precision, mc_samples=mc_samples or getattr(model, "mc_samples", 1), device=device,
+        resample_channels=cfg.data.resample_channels,
     )
     predictor.config, predictor.spec = cfg, spec
     return predictor

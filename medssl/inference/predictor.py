@@ -77,16 +77,18 @@ class Predictor:
         roi_size: Sequence[int],
         sw_batch_size: int = 2,
         overlap: float = 0.25,
-        intensity: str = "zscore",
+        intensity: str | Sequence[str] = "zscore",
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
         precision: str = "32",
         mc_samples: int = 1,
         device: str | torch.device = "cpu",
+        resample_channels: bool = False,
     ):
         self.model = model
         self.roi_size = tuple(int(r) for r in roi_size)
         self.sw_batch_size, self.overlap = int(sw_batch_size), float(overlap)
-        self.intensity, self.ct_window = intensity, tuple(ct_window)
+        self.intensity = intensity if isinstance(intensity, str) else tuple(intensity)
+        self.ct_window, self.resample_channels = tuple(ct_window), bool(resample_channels)
         self.precision, self.mc_samples = precision, int(mc_samples)
         self.device = torch.device(device)
 
@@ -102,7 +104,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ tensors
     def scores(self, image: torch.Tensor) -> torch.Tensor:
-        """Scores ``(B, C, *spatial)`` of whole volumes ``(B, 1, *spatial)`` (argmax = label):
+        """Scores ``(B, K, *spatial)`` of whole volumes ``(B, C, *spatial)`` (argmax = label):
         the Gaussian-weighted sliding window over the model's forward, as validation uses it.
         Precision is the caller's (inside Lightning, the trainer's autocast)."""
         from monai.inferers import sliding_window_inference
@@ -116,7 +118,7 @@ class Predictor:
         """The model's :meth:`predict_window` outputs stitched over whole volumes.
 
         Args:
-            image: ``(B, 1, *spatial)`` normalised volumes.
+            image: ``(B, C, *spatial)`` normalised volumes (C input channels).
 
         Returns:
             ``{"probs": (B, C, ...), "uncertainty": (B, 1, ...)}`` plus ``"views"``
@@ -144,17 +146,41 @@ class Predictor:
         return result
 
     # ------------------------------------------------------------------ volumes
-    def normalise(self, array: np.ndarray) -> np.ndarray:
-        """The run's intensity normalisation of one volume."""
+    def normalise(self, array: np.ndarray, channel: int = 0) -> np.ndarray:
+        """The run's intensity normalisation of one channel's volume."""
         from medssl.data.intensity import fit_intensity
 
-        return fit_intensity(array, self.intensity, self.ct_window)(np.asarray(array))
+        mode = self.intensity if isinstance(self.intensity, str) else self.intensity[channel]
+        return fit_intensity(array, mode, self.ct_window)(np.asarray(array))
 
-    def predict_volume(self, volume, seed: int | str | None = None) -> Prediction:
-        """Predict one :class:`~medssl.data.volume.Volume`; outputs on its own grid and geometry.
+    def channels_input(self, volume, name: str = "") -> torch.Tensor:
+        """The normalised network input ``(1, C, X, Y, Z)`` of one case.
 
         Args:
-            volume: the input.
+            volume: a :class:`~medssl.data.volume.Volume`, or a sequence of them (one per input
+                channel, channel 0 first: the reference grid).
+            name: the case, for messages.
+
+        Raises:
+            DataError: a channel count the model was not trained with, or a channel on another
+                grid than channel 0 (unless the run resamples channels).
+        """
+        from medssl.data.channels import align_channels
+        from medssl.errors import DataError
+
+        volumes = list(volume) if isinstance(volume, (list, tuple)) else [volume]
+        want = getattr(self.model, "in_channels", None)
+        if want is not None and len(volumes) != want:
+            raise DataError(f"case {name!r}: {len(volumes)} input channel(s) given, the model takes {want}")
+        arrays = align_channels(volumes, case=name, resample=self.resample_channels)
+        return torch.from_numpy(np.stack([self.normalise(a, k) for k, a in enumerate(arrays)]))[None]
+
+    def predict_volume(self, volume, seed: int | str | None = None) -> Prediction:
+        """Predict one case; outputs on the grid and geometry of its (first) volume.
+
+        Args:
+            volume: the input :class:`~medssl.data.volume.Volume`, or one per channel (channel 0
+                first), as :meth:`channels_input`.
             seed: MC-dropout masks are drawn from a generator seeded with this (an int, or a
                 string such as the case name, hashed), so a case's prediction does not depend on
                 which cases came before it (a resumed job gives what an uninterrupted one gives).
@@ -163,7 +189,8 @@ class Predictor:
         import contextlib
         import hashlib
 
-        x = torch.from_numpy(self.normalise(volume.array))[None, None]
+        x = self.channels_input(volume, name=seed if isinstance(seed, str) else "")
+        volume = volume[0] if isinstance(volume, (list, tuple)) else volume
         if isinstance(seed, str):
             seed = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little") >> 1
         ctx = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])

@@ -59,17 +59,23 @@ def export_pseudo_labels(
     tune_allocator()
     predictor = load_predictor(checkpoint, mc_samples=mc_samples)
     cfg, spec = predictor.config, predictor.spec
-    data_spec = read_dataset_json(data)
+    data_spec = read_dataset_json(data).select(cfg.data.channels)  # the channels the run trained on
     if data_spec.labels != spec.labels:
         raise DataError(f"its labels {data_spec.labels} differ from the checkpoint's {spec.labels}", data)
-    cases = list_cases(data, split, data_spec)
+    if data_spec.num_channels != spec.num_channels:
+        raise DataError(f"its {data_spec.num_channels} channel(s) ({', '.join(data_spec.modalities)}) differ from the "
+                        f"checkpoint's {spec.num_channels} ({', '.join(spec.modalities)})", data)
+    cases = list_cases(data, split, read_dataset_json(data))
+    if cfg.data.channels is not None:
+        cases = [c.select(cfg.data.channels) for c in cases]
     if not cases:
         raise DataError(f"no {split} images to pseudo-label", data)
     volume_cache = cfg.data.cache_dir if cfg.data.cache_dir is not None else default_cache_dir(data)
     if not skip_checks:  # broken images are refused before anything is written
         from medssl.data.preflight import preflight
 
-        preflight(cases, data_spec, volume_cache=volume_cache, progress=interactive(progress))
+        preflight(cases, data_spec, volume_cache=volume_cache, progress=interactive(progress),
+                  resample_channels=cfg.data.resample_channels)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError("--out must be a folder (or a path to create one), not a file", out)
@@ -93,8 +99,9 @@ def export_pseudo_labels(
     cache = VolumeCache(volume_cache)
     n = predictor.num_views
     for case in tqdm([c for c in cases if c.name not in done], desc="pseudo-labels", disable=not interactive(progress)):
-        vol = cache.get(case.image).volume()
-        pred = predictor.predict_volume(vol, seed=case.name)  # MC masks: a function of the case
+        vols = [cache.get(p).volume() for p in case.images]
+        vol = vols[0]  # the reference grid: outputs follow channel 0
+        pred = predictor.predict_volume(vols, seed=case.name)  # MC masks: a function of the case
         rel = {
             "label": f"labels/{case.name}.nii.gz",
             "views": [f"views/{case.name}_view{i}.nii.gz" for i in range(n)],
@@ -106,7 +113,8 @@ def export_pseudo_labels(
         write_volume(pred.as_volume(pred.uncertainty), out / rel["uncertainty"])
         voxel_ml = float(np.prod(vol.spacing)) / 1000.0
         manifest.put(ReviewCase(
-            name=case.name, image=str(case.image.resolve()), **rel, confidence=round(pred.confidence, 4),
+            name=case.name, image=str(case.image.resolve()), channels=[str(p.resolve()) for p in case.channels],
+            **rel, confidence=round(pred.confidence, 4),
             mean_uncertainty=round(float(pred.uncertainty.mean()), 4),
             foreground_ml=round(float((pred.label > 0).sum()) * voxel_ml, 3),
         ))
@@ -118,11 +126,11 @@ def export_pseudo_labels(
 
 def dataset_fingerprint(spec, cases) -> str:
     """sha256 of what defines an export's input: the dataset's labels and the split's image
-    names and sizes (cheap; content changes that keep a file's size are not seen)."""
+    names and sizes (every channel's) (cheap; content changes that keep a file's size are not seen)."""
     import hashlib
     import json
 
-    items = [[c.name, c.image.name, c.image.stat().st_size] for c in cases]
+    items = [[c.name, *[x for p in c.images for x in (p.name, p.stat().st_size)]] for c in cases]
     blob = json.dumps({"labels": spec.labels, "images": items}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -78,6 +78,7 @@ class ReviewCase:
     reviewer: str | None = None
     reviewed_at: str | None = None
     reviewed_label_sha256: str | None = None
+    channels: list[str] = field(default_factory=list)
 
     REQUIRED = ("name", "image", "label", "confidence", "status")
 
@@ -226,10 +227,11 @@ class ReviewManifest:
                 continue
             label = self.resolve(c.reviewed_label if c.status == "edited" else c.label)
             image = self.resolve(c.image)
-            for p in (image, label):
+            channels = tuple(self.resolve(p) for p in c.channels)
+            for p in (image, *channels, label):
                 if not p.is_file():
                     raise DataError(f"case {c.name!r}: file {p} does not exist", self.path)
-            out.append(Case(name=f"reviewed_{c.name}", image=image, label=label, split="train"))
+            out.append(Case(name=f"reviewed_{c.name}", image=image, label=label, split="train", channels=channels))
         return out
 
 

@@ -70,6 +70,12 @@ class MedsslModule(pl.LightningModule):
         self.extra_state = dict(extra_state or {})
 
     @property
+    def in_channels(self) -> int | None:
+        """Input channels of the dataset it was built for (``None`` when unknown)."""
+        names = (self.extra_state.get("dataset") or {}).get("channel_names")
+        return len(names) if names else None
+
+    @property
     def uses_unlabeled(self) -> bool:
         """Whether training batches must carry an unlabeled patch (``u_image``)."""
         return False

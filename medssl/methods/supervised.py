@@ -33,10 +33,10 @@ class SupervisedSegmentation(SegmentationMethod):
 
         m = cfg.model
         if m.name == "multiview_asym_unet":  # one view: the network a contrastive stage pretrains
-            net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
+            net = build_network("multiview_asym_unet", num_views=1, in_channels=spec.num_channels, out_channels=spec.num_classes,
                                 channels=m.channels, dropout=m.dropout, spatial_dims=3, squeeze_views=True)
         else:
-            net = build_network(m.name, spatial_dims=3, in_channels=1, out_channels=spec.num_classes,
+            net = build_network(m.name, spatial_dims=3, in_channels=spec.num_channels, out_channels=spec.num_classes,
                                 channels=m.channels, strides=m.strides, num_res_units=m.num_res_units,
                                 dropout=m.dropout, norm=m.norm)
         return cls(net=net, **cls.seg_kwargs(cfg, spec))

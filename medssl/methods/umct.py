@@ -99,7 +99,7 @@ class UMCT(SegmentationMethod):
         if cfg.model.name != "multiview_asym_unet":
             raise ConfigError("umct needs model.name: multiview_asym_unet")
         net = build_network(
-            "multiview_asym_unet", num_views=u.num_views, in_channels=1, out_channels=spec.num_classes,
+            "multiview_asym_unet", num_views=u.num_views, in_channels=spec.num_channels, out_channels=spec.num_classes,
             channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=3,
         )
         if u.init_2d is not None:
