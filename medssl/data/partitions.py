@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medssl.data.dataset import Case
-from medssl.data.patches import crop_patch, random_patch_start
+from medssl.data.patches import random_patch_start
 from medssl.data.seg_dataset import _CaseVolumes
 
 __all__ = ["PartitionDataset", "partition_bounds"]
@@ -88,7 +88,7 @@ class PartitionDataset(Dataset):
 
     Each item is a dict:
 
-    - ``image``: float32, 2D ``(1, H, W)`` with ``(H, W) = size``; 3D ``(1, X, Y, Z) = size``.
+    - ``image``: float32, 2D ``(C, H, W)`` with ``(H, W) = size``; 3D ``(C, X, Y, Z) = size`` (C input channels).
     - ``volume``: int64 scalar, index of the case in ``cases``.
     - ``partition``: int64 scalar, the partition ``s``.
     - ``slice``: int64 scalar, the slice ``z``: 2D, the slice shown; 3D, the centre slice drawn
@@ -186,20 +186,18 @@ class PartitionDataset(Dataset):
         lo, hi = self.bounds[i][s]
         z = int(rng.integers(lo, hi))
         img = self.vols.image(i)
-        norm = self.vols.norm(i)
-        pad = norm.lo if np.isfinite(norm.lo) else 0.0
         if self.spatial_dims == 2:
             h, w = self.size
             start = (_centre_start(img.shape[0], h), _centre_start(img.shape[1], w), z)
-            patch = crop_patch(img, start, (h, w, 1), pad_value=pad)[..., 0]
+            patch = self.vols.patch(i, start, (h, w, 1))[..., 0]  # (C, h, w): every channel
         else:
             sx, sy, sz = self.size
             x0, y0 = random_patch_start(img.shape[:2], (sx, sy), rng)
             depth = img.shape[2]
             z0 = min(max(z - sz // 2, min(0, depth - sz)), max(0, depth - sz))
-            patch = crop_patch(img, (x0, y0, z0), self.size, pad_value=pad)
+            patch = self.vols.patch(i, (x0, y0, z0), self.size)
         return {
-            "image": torch.from_numpy(norm(patch))[None],
+            "image": torch.from_numpy(patch),
             "volume": torch.tensor(i, dtype=torch.int64),
             "partition": torch.tensor(s, dtype=torch.int64),
             "slice": torch.tensor(z, dtype=torch.int64),
