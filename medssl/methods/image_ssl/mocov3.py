@@ -70,9 +70,12 @@ class MoCoV3(PredictorMomentumMethod):
         predictor_last_bn: bool = RESNET_SETTINGS["predictor_last_bn"],
     ) -> None:
         super().__init__(backbone)
-        self.projector = MLPHead(self.feature_dim, hidden_dim, proj_dim, num_layers=proj_layers, last_bn=True,
-                                 bias=False)
-        self.predictor = MLPHead(proj_dim, hidden_dim, proj_dim, num_layers=2, last_bn=predictor_last_bn, bias=False)
+        # MLPHead drops the bias of every Linear followed by BatchNorm; the official MLPs have none at all
+        self.projector = MLPHead(self.feature_dim, hidden_dim, proj_dim, num_layers=proj_layers, last_bn=True)
+        self.predictor = MLPHead(proj_dim, hidden_dim, proj_dim, num_layers=2, last_bn=predictor_last_bn)
+        last = self.predictor.mlp[-1]
+        if isinstance(last, nn.Linear) and last.bias is not None:  # ResNet recipe: no last BN, still no bias
+            self.predictor.mlp[-1] = nn.Linear(last.in_features, last.out_features, bias=False)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
         self.base_momentum = base_momentum
