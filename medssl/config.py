@@ -42,6 +42,13 @@ class DataConfig(Strict):
     channels: list[int] | None = Field(
         None, description="train on these input channels only (numbers of dataset.json's channel_names, in the "
         "order given), e.g. [0] to measure what the other sequences add; default: all")
+    plan: Literal["none", "auto"] | Path = Field(
+        "none", description="preprocessing plan (medssl.data.plan): 'none' trains on each file's own voxel grid; "
+        "'auto' reorients to LPS and resamples to a target spacing made from the training cases (written to "
+        "the run folder's plan.json and stored in the checkpoint); or a plan.json path (`medssl data plan`)")
+    plan_isotropic: bool = Field(True, description="with plan auto: isotropic target spacing (geometric mean of the "
+                                 "median spacing; UMCT's views need it) instead of the median spacing")
+    plan_spacing: tuple[float, float, float] | None = Field(None, description="with plan auto: this target spacing (mm)")
     resample_channels: bool = Field(
         False, description="resample a channel on another grid than channel 0 onto channel 0's (with a warning) "
         "instead of refusing the case")

@@ -161,6 +161,8 @@ class VolumeCache:
 
     Args:
         cache_dir: the cache folder; created on first write.
+        transform: a picklable ``Volume -> Volume`` applied before storing (a planned grid);
+            give such a cache its own folder.
 
     Example:
         >>> cache = VolumeCache(default_cache_dir("data/my_dataset"))  # doctest: +SKIP
@@ -168,8 +170,11 @@ class VolumeCache:
         >>> patch = crop_patch(cv.array, (10, 20, 0), (96, 96, 96))  # doctest: +SKIP
     """
 
-    def __init__(self, cache_dir: str | Path):
+    def __init__(self, cache_dir: str | Path, transform: Callable[[Volume], Volume] | None = None):
         self.cache_dir = Path(cache_dir)
+        #: applied to every volume before it is stored (e.g. :class:`medssl.data.plan.ToPlanGrid`);
+        #: a cache with a transform must have a folder of its own
+        self.transform = transform
 
     def __repr__(self) -> str:
         return f"VolumeCache({str(self.cache_dir)!r})"
@@ -294,6 +299,8 @@ class VolumeCache:
             raise
         except (OSError, ValueError, RuntimeError) as exc:  # a reader's own error: name the file
             raise DataError(f"cannot read ({type(exc).__name__}: {exc})", path) from exc
+        if self.transform is not None:
+            vol = self.transform(vol)
         arr = np.asarray(vol.array)
         entry = self.entry_dir(source)
         tag = _version_tag(*version)

@@ -131,8 +131,9 @@ class PartitionDataset(Dataset):
         num_partitions: int,
         length: int,
         seed: int = 0,
-        intensity: str = "zscore",
+        intensity: str | Sequence[str] = "zscore",
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
+        plan=None,
     ):
         cases = list(cases)
         if not cases:
@@ -151,7 +152,7 @@ class PartitionDataset(Dataset):
             raise ValueError(
                 f"num_volumes M={m} exceeds the {len(cases)} cases: each batch needs M distinct volumes"
             )
-        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window)
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, plan=plan)
         self.spatial_dims = int(spatial_dims)
         self.size = size_t
         self.num_volumes, self.num_partitions = m, s

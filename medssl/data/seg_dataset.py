@@ -36,22 +36,42 @@ class _CaseVolumes:
     """
 
     def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str | Sequence[str], ct_window: tuple[float, float],
-                 resample_channels: bool = False):
+                 resample_channels: bool = False, plan=None):
         self.cases = list(cases)
         self.cache_dir = Path(cache_dir)
         self.intensity = intensity if isinstance(intensity, str) else tuple(intensity)
         self.ct_window = tuple(ct_window)
         self.resample_channels = bool(resample_channels)
+        self.plan = plan  # a DatasetPlan: volumes on its grid, its CT windows (medssl.data.plan)
         self._cache: VolumeCache | None = None
+        self._label_cache: VolumeCache | None = None
         self._norms: dict[int, list[IntensityNorm]] = {}
         self._fg: dict[int, dict] = {}
         self._arrays: dict[tuple[int, str], object] = {}
 
     @property
     def cache(self) -> VolumeCache:
+        """The image cache (planned images in a folder of their own when there is a plan)."""
         if self._cache is None:  # created lazily so the object pickles cheaply into workers
-            self._cache = VolumeCache(self.cache_dir)
+            self._cache = self._make_cache(order=1)
         return self._cache
+
+    @property
+    def label_cache(self) -> VolumeCache:
+        if self._label_cache is None:
+            self._label_cache = self._make_cache(order=0)
+        return self._label_cache
+
+    def _make_cache(self, order: int) -> VolumeCache:
+        if self.plan is None:
+            return VolumeCache(self.cache_dir)
+        kind = "img" if order else "lab"
+        return VolumeCache(self.cache_dir.with_name(f"{self.cache_dir.name}.plan-{self.plan.key}-{kind}"),
+                           transform=self.plan.grid(order))
+
+    def native_label(self, i: int):
+        """The label map on the scan's own grid (for metrics in native geometry)."""
+        return VolumeCache(self.cache_dir).get(self.cases[i].label)
 
     def num_channels(self, i: int) -> int:
         return len(self.cases[i].images)
@@ -80,7 +100,7 @@ class _CaseVolumes:
     def label(self, i: int) -> np.ndarray:
         key = (i, "label")
         if key not in self._arrays:
-            self._arrays[key] = self.cache.get(self.cases[i].label).array
+            self._arrays[key] = self.label_cache.get(self.cases[i].label).array
         return self._arrays[key]
 
     def norms(self, i: int) -> list[IntensityNorm]:
@@ -90,7 +110,8 @@ class _CaseVolumes:
             modes = [self.intensity] * len(arrays) if isinstance(self.intensity, str) else list(self.intensity)
             if len(modes) != len(arrays):
                 raise ValueError(f"{len(modes)} intensity modes for {len(arrays)} channels of case {self.cases[i].name!r}")
-            self._norms[i] = [fit_intensity(a, m, self.ct_window) for a, m in zip(arrays, modes)]
+            fixed = [self.plan.norm_for(k) if self.plan is not None else None for k in range(len(arrays))]
+            self._norms[i] = [f or fit_intensity(a, m, self.ct_window) for a, m, f in zip(arrays, modes, fixed)]
         return self._norms[i]
 
     def norm(self, i: int) -> IntensityNorm:
@@ -112,12 +133,12 @@ class _CaseVolumes:
 
     def fg_locations(self, i: int) -> dict:
         if i not in self._fg:
-            self._fg[i] = self.cache.foreground_locations(self.cases[i].label)
+            self._fg[i] = self.label_cache.foreground_locations(self.cases[i].label)
         return self._fg[i]
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_cache"] = None
+        state["_cache"] = state["_label_cache"] = None
         state["_arrays"] = {}  # memory maps are reopened in the worker, never pickled as data
         return state
 
@@ -154,10 +175,11 @@ class PatchDataset(Dataset):
         ct_window: tuple[float, float] = (-1000.0, 1000.0),
         labeled: bool = True,
         resample_channels: bool = False,
+        plan=None,
     ):
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
-        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, resample_channels)
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, resample_channels, plan)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.length = int(length)
         self.seed = int(seed)
@@ -198,12 +220,14 @@ class VolumeDataset(Dataset):
     """Whole normalised volumes (for sliding-window validation and inference).
 
     Items: ``image`` ``(C, X, Y, Z)`` float32, ``label`` ``(1, X, Y, Z)`` int64 when present,
-    ``name`` the case name, ``spacing`` ``(3,)`` in mm (for HD95).
+    ``name`` the case name, ``spacing`` ``(3,)`` in mm (for HD95). With a plan, ``image`` is on the
+    planned grid while ``label`` and ``spacing`` are the scan's own, and ``grid_map`` / ``grid``
+    (JSON strings) say how to map scores back (:func:`medssl.data.resample.from_grid`).
     """
 
     def __init__(self, cases: Sequence[Case], cache_dir: Path, intensity: str | Sequence[str] = "zscore",
-                 ct_window=(-1000.0, 1000.0), resample_channels: bool = False):
-        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, resample_channels)
+                 ct_window=(-1000.0, 1000.0), resample_channels: bool = False, plan=None):
+        self.vols = _CaseVolumes(cases, cache_dir, intensity, ct_window, resample_channels, plan)
 
     def __len__(self) -> int:
         return len(self.vols.cases)
@@ -216,7 +240,16 @@ class VolumeDataset(Dataset):
             "name": case.name,
             "spacing": torch.tensor(cached.spacing, dtype=torch.float64),
         }
-        if case.label is not None:
+        if case.label is not None and self.vols.plan is not None:
+            # metrics in the scan's own geometry: the native label, and how to map scores back to it
+            import json
+
+            native = self.vols.native_label(i)
+            item["label"] = torch.from_numpy(np.asarray(native.array).astype(np.int64))[None]
+            item["spacing"] = torch.tensor(native.spacing, dtype=torch.float64)
+            item["grid_map"] = json.dumps(cached.meta["grid_map"])
+            item["grid"] = json.dumps(cached.geometry)
+        elif case.label is not None:
             item["label"] = torch.from_numpy(np.asarray(self.vols.label(i)).astype(np.int64))[None]
         return item
 

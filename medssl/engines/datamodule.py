@@ -41,6 +41,7 @@ class SegDataModule(pl.LightningDataModule):
         unlabeled_cases: Sequence[Case] = (),
         test_cases: Sequence[Case] = (),
         resample_channels: bool = False,
+        plan=None,
     ):
         super().__init__()
         self.unlabeled_cases, self.test_cases = list(unlabeled_cases), list(test_cases)
@@ -49,20 +50,20 @@ class SegDataModule(pl.LightningDataModule):
         self.patch_size, self.batch_size = tuple(patch_size), batch_size
         self.max_steps, self.seed = max_steps, seed
         self.fg_fraction, self.intensity, self.ct_window = fg_fraction, intensity, tuple(ct_window)
-        self.num_workers, self.resample_channels = num_workers, resample_channels
+        self.num_workers, self.resample_channels, self.plan = num_workers, resample_channels, plan
 
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
         ds = PatchDataset(
             self.train_cases, self.cache_dir, self.patch_size, self.max_steps * self.batch_size * world,
             seed=self.seed, fg_fraction=self.fg_fraction, intensity=self.intensity, ct_window=self.ct_window,
-            resample_channels=self.resample_channels,
+            resample_channels=self.resample_channels, plan=self.plan,
         )
         if self.unlabeled_cases:  # semi-supervised: each item also carries an unlabeled patch
             unl = PatchDataset(
                 self.unlabeled_cases, self.cache_dir, self.patch_size, len(ds), seed=self.seed + 7919,
                 intensity=self.intensity, ct_window=self.ct_window, labeled=False,
-                resample_channels=self.resample_channels,
+                resample_channels=self.resample_channels, plan=self.plan,
             )
             ds = PairedPatchDataset(ds, unl)
         return _step_loader(self, ds, self.batch_size, self.num_workers)
@@ -71,7 +72,7 @@ class SegDataModule(pl.LightningDataModule):
         world = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
         ds = VolumeDataset(list(cases)[rank::world], self.cache_dir, self.intensity, self.ct_window,
-                           self.resample_channels)
+                           self.resample_channels, self.plan)
         return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0, generator=_own_generator())
 
     def val_dataloader(self) -> DataLoader:

@@ -170,13 +170,13 @@ def warm_cache(cases, cache_dir: Path, progress: bool = True) -> None:
             cache.foreground_locations(case.label)
 
 
-def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path, spec):
+def _datamodule(cfg: RunConfig, model, splits, cache_dir: Path, spec, plan=None):
     from medssl.data.intensity import channel_modes
     from medssl.engines.datamodule import PartitionDataModule, SegDataModule
 
     d, tc = cfg.data, cfg.trainer
     common = dict(seed=tc.seed, intensity=channel_modes(d.intensity, spec.modalities), ct_window=d.ct_window,
-                  num_workers=d.num_workers)
+                  num_workers=d.num_workers, plan=plan)
     if model.data_kind == "partitions":
         sd = model.net.spatial_dims
         return PartitionDataModule(
@@ -283,6 +283,15 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
                       resample_channels=cfg.data.resample_channels)
         used = used + splits.unlabeled
     warm_cache(used, cache_dir, progress=interactive(tc.progress) and rank() == 0)
+    from medssl.data.plan import resolve_plan
+
+    plan = resolve_plan(cfg.data.plan, splits.train if not pretrain else splits.pretraining_pool(), spec.modalities,
+                        out, cache_dir, isotropic=cfg.data.plan_isotropic, spacing=cfg.data.plan_spacing)
+    if plan is not None:
+        model.extra_state["plan"] = plan.to_json()  # in every checkpoint: inference uses the same grid
+        if rank() == 0:
+            print(f"plan: {'x'.join(f'{v:g}' for v in plan.spacing)} mm voxels, LPS (median spacing of "
+                  f"{plan.n_cases} cases: {'x'.join(f'{v:g}' for v in plan.median_spacing)} mm)")
 
     if cfg.init_from is not None and not resume:
         loaded, skipped, parts = init_from_checkpoint(model.net, cfg.init_from, cfg.init_parts)
@@ -294,7 +303,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
               f"{len(splits.test)} test (evaluated once, at the end)")
 
     ckpt_dir = out / "checkpoints"
-    dm = _datamodule(cfg, model, splits, cache_dir, spec)
+    dm = _datamodule(cfg, model, splits, cache_dir, spec, plan)
     if pretrain:
         # no labels, no validation: last.ckpt every val_every steps is the resume point and the result
         ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=tc.val_every,

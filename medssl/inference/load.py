@@ -29,6 +29,7 @@ def load_predictor(checkpoint: str | Path, mc_samples: int | None = None, device
     from medssl.core.weights import load_checkpoint
     from medssl.data.dataset import DatasetSpec
     from medssl.data.intensity import channel_modes
+    from medssl.data.plan import DatasetPlan
     from medssl.methods import build_method
 
     ckpt = load_checkpoint(checkpoint)
@@ -52,6 +53,7 @@ def load_predictor(checkpoint: str | Path, mc_samples: int | None = None, device
         intensity=channel_modes(cfg.data.intensity, spec.modalities), ct_window=cfg.data.ct_window,
         precision=cfg.trainer.precision, mc_samples=mc_samples or getattr(model, "mc_samples", 1), device=device,
         resample_channels=cfg.data.resample_channels,
+        plan=DatasetPlan.from_json(state["plan"]) if state.get("plan") else None,
     )
     predictor.config, predictor.spec = cfg, spec
     return predictor

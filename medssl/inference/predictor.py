@@ -83,12 +83,14 @@ class Predictor:
         mc_samples: int = 1,
         device: str | torch.device = "cpu",
         resample_channels: bool = False,
+        plan=None,
     ):
         self.model = model
         self.roi_size = tuple(int(r) for r in roi_size)
         self.sw_batch_size, self.overlap = int(sw_batch_size), float(overlap)
         self.intensity = intensity if isinstance(intensity, str) else tuple(intensity)
         self.ct_window, self.resample_channels = tuple(ct_window), bool(resample_channels)
+        self.plan = plan  # a DatasetPlan: predict on its grid, outputs mapped back to each scan's own
         self.precision, self.mc_samples = precision, int(mc_samples)
         self.device = torch.device(device)
 
@@ -150,6 +152,9 @@ class Predictor:
         """The run's intensity normalisation of one channel's volume."""
         from medssl.data.intensity import fit_intensity
 
+        fixed = self.plan.norm_for(channel) if self.plan is not None else None
+        if fixed is not None:
+            return fixed(np.asarray(array))
         mode = self.intensity if isinstance(self.intensity, str) else self.intensity[channel]
         return fit_intensity(array, mode, self.ct_window)(np.asarray(array))
 
@@ -189,8 +194,11 @@ class Predictor:
         import contextlib
         import hashlib
 
-        x = self.channels_input(volume, name=seed if isinstance(seed, str) else "")
-        volume = volume[0] if isinstance(volume, (list, tuple)) else volume
+        volumes = list(volume) if isinstance(volume, (list, tuple)) else [volume]
+        volume = volumes[0]
+        if self.plan is not None:  # the network sees the plan's grid; the outputs go back below
+            volumes = [self.plan.grid(1)(v) for v in volumes]
+        x = self.channels_input(volumes, name=seed if isinstance(seed, str) else "")
         if isinstance(seed, str):
             seed = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little") >> 1
         ctx = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])
@@ -198,12 +206,23 @@ class Predictor:
             if seed is not None:
                 torch.manual_seed(int(seed))
             out = self.window_outputs(x)
-        label = out["probs"][0].argmax(0).cpu().numpy().astype(np.uint8)
-        if "views" in out:
-            view_labels = out["views"][0].argmax(1).cpu().numpy().astype(np.uint8)
+        probs = out["probs"][0].float().cpu().numpy()
+        views = out["views"][0].float().cpu().numpy() if "views" in out else None
+        unc = out["uncertainty"][0, 0].clamp(0, 1).float().cpu().numpy()
+        if self.plan is not None:  # probabilities back to the scan's own grid, THEN the argmax
+            from medssl.data.resample import GridMap, from_grid
+
+            grid, gm = volumes[0], GridMap(**volumes[0].meta["grid_map"])
+            probs = from_grid(probs, grid, gm, order=1)
+            unc = from_grid(unc, grid, gm, order=1)
+            if views is not None:
+                views = np.stack([from_grid(v, grid, gm, order=1) for v in views])
+        label = probs.argmax(0).astype(np.uint8)
+        if views is not None:
+            view_labels = views.argmax(1).astype(np.uint8)
         else:
             view_labels = np.zeros((0, *label.shape), np.uint8)
-        unc = out["uncertainty"][0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+        unc = np.clip(unc, 0, 1).astype(np.float32)
         fg = (label > 0) | (view_labels > 0).any(0)
         confidence = float(1.0 - (unc[fg].mean() if fg.any() else unc.mean()))
         return Prediction(label=label, view_labels=view_labels, uncertainty=unc, confidence=confidence, volume=volume)

@@ -191,7 +191,11 @@ class SegmentationMethod(MedsslModule):
 
         scores = self.predictor().scores(batch["image"]).float()
         spacing = batch["spacing"][0].tolist() if "spacing" in batch else None
-        rows = dice_hd95(scores.argmax(1, keepdim=True), batch["label"], self.num_classes, spacing)
+        if "grid_map" in batch:  # a planned grid: probabilities back to the scan's own grid, then the argmax
+            pred = _native_argmax(torch.softmax(scores, 1)[0], batch["grid"][0], batch["grid_map"][0])[None, None]
+        else:
+            pred = scores.argmax(1, keepdim=True)
+        rows = dice_hd95(pred.to(batch["label"].device), batch["label"], self.num_classes, spacing)
         self._eval_rows.append(rows.detach().float().cpu())
 
     def _gather_rows(self) -> torch.Tensor:
@@ -236,3 +240,18 @@ class SegmentationMethod(MedsslModule):
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
         return {**self.extra_state, "class_names": self.class_names}
+
+
+def _native_argmax(probs: torch.Tensor, grid_json: str, grid_map_json: str) -> torch.Tensor:
+    """The label map on a scan's own grid from class probabilities ``(C, ...)`` on a planned grid."""
+    import json
+
+    import numpy as np
+
+    from medssl.data.resample import GridMap, from_grid
+    from medssl.data.volume import Volume
+
+    geom = json.loads(grid_json)
+    grid = Volume.from_geometry(np.zeros(geom["shape"], np.uint8), geom)
+    back = from_grid(probs.detach().cpu().numpy(), grid, GridMap(**json.loads(grid_map_json)), order=1)
+    return torch.from_numpy(back.argmax(0).astype(np.int64))
