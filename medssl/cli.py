@@ -123,6 +123,28 @@ def data_check(
         raise typer.Exit(1)
 
 
+@data_app.command("plan")
+def data_plan(
+    root: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the plan here (plan.json); use it with --set data.plan=PATH.")] = None,
+    anisotropic: Annotated[bool, typer.Option(help="Target the median spacing instead of an isotropic one.")] = False,
+) -> None:
+    """The preprocessing plan of a dataset (target spacing, orientation, CT windows), from its training cases."""
+    from medssl.data.dataset import list_cases, read_dataset_json
+    from medssl.data.plan import make_plan, write_plan
+
+    spec = read_dataset_json(root)
+    plan = make_plan(list_cases(root, "train", spec), spec.modalities, isotropic=not anisotropic)
+    if out is not None:
+        write_plan(plan, out)
+    fmt = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
+    typer.echo(f"{plan.n_cases} training cases: median spacing {fmt(plan.median_spacing)} mm, median shape "
+               f"{fmt(plan.median_shape)}\ntarget spacing {fmt(plan.spacing)} mm, orientation LPS\nintensity "
+               + ", ".join(f"{m}: {d['mode']}" + (f" window {d['window'][0]:.4g}..{d['window'][1]:.4g}" if d['mode'] == 'ct' else "")
+                           for m, d in zip(spec.modalities, plan.intensity))
+               + (f"\nwritten to {out}" if out else ""))
+
+
 @data_app.command("cache")
 def data_cache(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],
@@ -262,7 +284,19 @@ def eval_medmnist(
     out: Annotated[
         Optional[Path], typer.Option(help="Run folder (default runs/<name>); an earlier run there resumes.")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Progress bars on a terminal; without a terminal or with --no-progress, a plain "
+                                "timestamped line per stage and at most one a minute in between.")
+    ] = True,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="torch CPU threads (default: all cores), as trainer.threads of "
+                                                "`medssl train`.")
+    ] = None,
+    root: Annotated[
+        Optional[list[Path]], typer.Option(help="Folder of the MedMNIST .npz files; repeat for several, searched in "
+                                                "order (replaces the config's root; default $MEDMNIST_ROOT, folders "
+                                                "separated by ':').")
+    ] = None,
 ) -> None:
     """SSL pretraining + linear / kNN / fine-tune evaluation on MedMNIST, with OOD and transfer.
 
@@ -273,8 +307,10 @@ def eval_medmnist(
     from medssl.medmnist.run import run_medmnist_eval
 
     cfg = load_medmnist_eval_config(config, set_)
+    if root:
+        cfg = cfg.model_copy(update={"root": list(root)})
     out = out if out is not None else Path("runs") / cfg.name
-    results = run_medmnist_eval(cfg, out, progress=progress)
+    results = run_medmnist_eval(cfg, out, progress=progress, threads=threads)
     n = {k: len(results.get(k) or []) for k in ("records", "ood", "transfer")}
     typer.echo(f"{n['records']} records, {n['ood']} OOD, {n['transfer']} transfer results; report: {out / 'report.md'}")
 

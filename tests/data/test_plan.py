@@ -76,3 +76,19 @@ def test_metrics_in_native_geometry_from_a_planned_grid(tmp_path):
     # the planned volumes live in a cache folder of their own, with the way back in the sidecar
     planned = VolumeCache(ds.vols.cache.cache_dir, transform=plan.grid(1)).get(case.image)
     assert "grid_map" in planned.meta and ds.vols.cache.cache_dir != tmp_path / "cache"
+
+
+def test_cli_data_plan_and_data_info_report_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from medssl.cli import app
+    from medssl.data.phantoms import generate_sample_data
+
+    root = generate_sample_data(tmp_path / "ds", seed=0, n_labeled=2, n_unlabeled=0, n_val=1, n_test=1,
+                                progress=False, shape=(32, 32, 16))
+    res = CliRunner().invoke(app, ["data", "plan", str(root), "--out", str(tmp_path / "plan.json")])
+    assert res.exit_code == 0, res.output
+    plan = read_plan(tmp_path / "plan.json")
+    assert "target spacing" in res.output and plan.n_cases == 2 and len(set(plan.spacing)) == 1
+    info = CliRunner().invoke(app, ["data", "info", str(root)])
+    assert info.exit_code == 0 and "channels     1" in info.output and "0: MRI" in info.output
