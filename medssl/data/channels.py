@@ -44,15 +44,10 @@ def resample_to(vol: Volume, ref: Volume) -> np.ndarray:
     """``vol``'s voxels on ``ref``'s grid (linear, in world coordinates; 0 outside ``vol``), float32."""
     import SimpleITK as sitk
 
-    def image(v: Volume, arr: np.ndarray) -> "sitk.Image":
-        img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(arr, dtype=np.float32).transpose(2, 1, 0)))
-        img.SetSpacing([float(s) for s in v.spacing])
-        img.SetOrigin([float(o) for o in v.origin])
-        img.SetDirection([float(d) for d in np.asarray(v.direction).reshape(-1)])
-        return img
+    from medssl.data.resample import to_sitk
 
-    src = image(vol, vol.array)
-    target = image(ref, np.zeros(ref.shape, np.float32))
+    src = to_sitk(vol, np.asarray(vol.array, dtype=np.float32))
+    target = to_sitk(ref, np.zeros(ref.shape, np.float32))
     out = sitk.Resample(src, target, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
 
