@@ -168,29 +168,12 @@ def build_report(root: Path, ablation_n: int = 4, png_name: str | None = None) -
 
 def plot(root: Path, path: Path) -> None:
     """Test Dice against N for the single-view baseline and the paper recipe (mean ± sd)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medssl.eval.plots import dice_vs_labeled
 
     runs = collect(Path(root))
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for arm in (BASELINE, PAPER):
-        ns = sorted(n for a, n in runs if a == arm)
-        vals = [[r["dice_mean"] for r in runs[(arm, n)].values()] for n in ns]
-        ax.errorbar(ns, [statistics.mean(v) for v in vals], yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals],
-                    marker="o", capsize=3, label=ARMS[arm][0])
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("labeled training volumes")
-    ax.set_ylabel("test Dice (mean over classes)")
-    ax.set_xticks(sorted({n for _, n in runs}), [str(n) for n in sorted({n for _, n in runs})])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    series = {ARMS[arm][0]: {n: [r["dice_mean"] for r in runs[(a, n)].values()] for a, n in runs if a == arm}
+              for arm in (BASELINE, PAPER)}
+    dice_vs_labeled(series, path, log2=True)
 
 
 def main(argv: list[str] | None = None) -> int:
