@@ -83,6 +83,8 @@ class MLPHead(nn.Module):
         num_layers: number of Linear layers (>= 1); 1 gives a single linear map.
         last_bn: BatchNorm without affine parameters after the last Linear.
         bn: BatchNorm in the hidden blocks.
+        bias: ``False`` drops every bias (the global head of Chaitanya et al.'s official code,
+            ``use_bias=False``); default: a bias wherever no BatchNorm follows.
 
     Shapes:
         ``(B, in_dim) -> (B, out_dim)``. With BatchNorm in training mode ``B`` must be > 1.
@@ -96,13 +98,15 @@ class MLPHead(nn.Module):
         num_layers: int = 2,
         last_bn: bool = False,
         bn: bool = True,
+        bias: bool | None = None,
     ) -> None:
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         # a Linear followed by BatchNorm has no bias (the BN shift makes it redundant), as in MoCo v3
         relu = partial(nn.ReLU, inplace=True)
+        hidden_bias, last_bias = (not bn, not last_bn) if bias is None else (bias and not bn, bias and not last_bn)
         layers = _mlp_layers(
-            in_dim, hidden_dim, out_dim, num_layers, bn=bn, act=relu, hidden_bias=not bn, last_bias=not last_bn
+            in_dim, hidden_dim, out_dim, num_layers, bn=bn, act=relu, hidden_bias=hidden_bias, last_bias=last_bias
         )
         if last_bn:
             layers.append(nn.BatchNorm1d(out_dim, affine=False))

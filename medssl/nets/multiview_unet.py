@@ -21,8 +21,9 @@ activation (tested) while each layer is one kernel launch for all views. Layout:
       decoder.j: up-conv 2x2x2 stride 2, concat skip per view, block, dropout
       head: 1x1x1 conv -> (B, N, out, S1, S2, S3)
 
-    block = conv_in (3, 3, 1) -> InstanceNorm -> LeakyReLU          (the whole block in 2D)
-            -> conv_through (1, 1, 3) -> InstanceNorm -> [+ in-plane pre-activation] -> LeakyReLU
+    block = conv_in (3, 3, 1) -> Norm -> LeakyReLU                  (the whole block in 2D)
+            -> conv_through (1, 1, 3) -> Norm -> [+ in-plane pre-activation] -> LeakyReLU
+    (Norm: InstanceNorm, or BatchNorm with norm="batch")
             ([...] with residual=True, the default)
 
 ``spatial_dims=2`` builds the 2D twin (3x3 convs, no through-plane convs, 2x2 pooling) with the
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+# per-channel norms never mix view groups: instance (medssl's default) or batch (as the 2D U-Net of
+# Chaitanya et al.'s official code; an instance norm makes the features invariant to a per-image affine
+# intensity change, so the intensity-only copies of their local loss would be identical up to borders)
+_NORMS = {"instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}, "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}}
 
 
 class _AsymBlock(nn.Module):
@@ -60,9 +65,11 @@ class _AsymBlock(nn.Module):
     conv starts as the identity (Dirac), so no information crosses slices at the start.
     """
 
-    def __init__(self, cin: int, cout: int, groups: int, spatial_dims: int, residual: bool, negative_slope: float):
+    def __init__(self, cin: int, cout: int, groups: int, spatial_dims: int, residual: bool, negative_slope: float,
+                 norm_kind: str = "instance"):
         super().__init__()
-        conv, norm = (nn.Conv3d, nn.InstanceNorm3d) if spatial_dims == 3 else (nn.Conv2d, nn.InstanceNorm2d)
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        norm = _NORMS[norm_kind][spatial_dims]
         k_in, pad_in = ((3, 3, 1), (1, 1, 0)) if spatial_dims == 3 else ((3, 3), (1, 1))
         # no conv bias where an instance norm follows: the norm removes it anyway
         self.conv_in = conv(groups * cin, groups * cout, k_in, padding=pad_in, groups=groups, bias=False)
@@ -75,7 +82,7 @@ class _AsymBlock(nn.Module):
             self.conv_through = nn.Conv3d(
                 groups * cout, groups * cout, (1, 1, 3), padding=(0, 0, 1), groups=groups, bias=False
             )
-            self.norm_through = nn.InstanceNorm3d(groups * cout, affine=True)
+            self.norm_through = _NORMS[norm_kind][3](groups * cout, affine=True)
             nn.init.dirac_(self.conv_through.weight, groups=groups)  # centre tap 1: identity per view
             if residual:
                 nn.init.zeros_(self.norm_through.weight)  # branch output 0: block == 2D block at start
@@ -93,13 +100,14 @@ class _UpStage(nn.Module):
     """Decoder stage: grouped transposed conv (x2), per-view concat with the skip, block, dropout."""
 
     def __init__(
-        self, cin: int, cout: int, groups: int, spatial_dims: int, residual: bool, negative_slope: float, dropout: float
+        self, cin: int, cout: int, groups: int, spatial_dims: int, residual: bool, negative_slope: float, dropout: float,
+        norm_kind: str = "instance",
     ):
         super().__init__()
         tconv = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
         self.groups = groups
         self.up = tconv(groups * cin, groups * cout, 2, stride=2, groups=groups)
-        self.block = _AsymBlock(2 * cout, cout, groups, spatial_dims, residual, negative_slope)
+        self.block = _AsymBlock(2 * cout, cout, groups, spatial_dims, residual, negative_slope, norm_kind)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -134,6 +142,7 @@ class MultiViewAsymUNet(nn.Module):
         negative_slope: LeakyReLU slope.
         squeeze_views: with ``num_views=1``, return plain ``(B, out_channels, *spatial)`` logits
             (a single-view asymmetric U-Net for the supervised method).
+        norm: ``"instance"`` or ``"batch"`` normalisation after every convolution.
 
     Shapes:
         input ``(B, N * in_channels, *spatial)``, view-major on the channel axis (channels
@@ -152,8 +161,11 @@ class MultiViewAsymUNet(nn.Module):
         residual: bool = True,
         negative_slope: float = 0.01,
         squeeze_views: bool = False,
+        norm: str = "instance",
     ):
         super().__init__()
+        if norm not in _NORMS:
+            raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
         if squeeze_views and num_views != 1:
             raise ValueError(f"squeeze_views needs num_views=1, got {num_views}")
         self.squeeze_views = squeeze_views
@@ -168,16 +180,16 @@ class MultiViewAsymUNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.num_views, self.in_channels, self.out_channels = num_views, in_channels, out_channels
         self.channels, self.spatial_dims, self.dropout_p = channels, spatial_dims, dropout
-        self.residual, self.negative_slope = residual, negative_slope
+        self.residual, self.negative_slope, self.norm = residual, negative_slope, norm
 
         n, args = num_views, (num_views, spatial_dims, residual, negative_slope)
         self.encoder = nn.ModuleList(
-            _AsymBlock(cin, cout, *args) for cin, cout in zip((in_channels,) + channels[:-1], channels)
+            _AsymBlock(cin, cout, *args, norm) for cin, cout in zip((in_channels,) + channels[:-1], channels)
         )
         self.pool = (nn.MaxPool3d if spatial_dims == 3 else nn.MaxPool2d)(2)
         self.bottleneck_dropout = nn.Dropout(dropout)
         rev = channels[::-1]
-        self.decoder = nn.ModuleList(_UpStage(cin, cout, *args, dropout) for cin, cout in zip(rev[:-1], rev[1:]))
+        self.decoder = nn.ModuleList(_UpStage(cin, cout, *args, dropout, norm) for cin, cout in zip(rev[:-1], rev[1:]))
         conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
         self.head = conv(n * channels[0], n * out_channels, 1, groups=n)
 
@@ -294,6 +306,9 @@ def view_state_dict(net: MultiViewAsymUNet, view: int) -> dict[str, torch.Tensor
         raise ValueError(f"view must be in [0, {n}), got {view}")
     out = {}
     for name, t in net.state_dict().items():
+        if t.ndim == 0:  # a BatchNorm's step counter: shared, not per view
+            out[name] = t.clone()
+            continue
         size = t.shape[0] // n
         out[name] = t[view * size : (view + 1) * size].clone()
     return out
@@ -310,6 +325,8 @@ def load_view_state_dict(net: MultiViewAsymUNet, view: int, state: Mapping[str, 
     if missing:
         raise ValueError(f"state dict lacks {len(missing)} entries, e.g. {missing[:3]}")
     for name, t in target.items():
+        if t.ndim == 0:  # a BatchNorm's step counter
+            continue
         size = t.shape[0] // n
         t[view * size : (view + 1) * size].copy_(state[name])
 
@@ -388,6 +405,8 @@ def init_inplane_from_2d(
 
 def _inflate(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
     """``src`` shaped like ``dst`` up to the view-group axis 0, or None if it cannot be."""
+    if src.ndim == 0 or dst.ndim == 0:  # a BatchNorm's step counter: nothing to initialise
+        return None
     if src.ndim == dst.ndim - 1 and dst.ndim == 5:  # 2D kernel -> 3D kernel, repeated through-plane
         src = src.unsqueeze(-1).expand(*src.shape, dst.shape[-1])
     if src.ndim != dst.ndim or src.shape[1:] != dst.shape[1:] or src.shape[0] == 0:

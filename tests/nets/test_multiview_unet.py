@@ -184,3 +184,15 @@ def test_bad_inputs_raise():
         net(_x(1, 1, 16, 16, 16))
     with pytest.raises(ValueError, match=r"view must be in \[0, 3\)"):
         view_state_dict(net, 3)
+
+
+def test_batch_norm_variant_loads_into_its_3d_twin_without_the_step_counters():
+    """norm='batch' (the official 2D U-Net of Chaitanya et al. uses batch norm): a 2D batch-norm
+    network initialises its 3D twin; BatchNorm's scalar step counters are neither per view nor kernels."""
+    net2d = MultiViewAsymUNet(1, 1, 3, (4, 8), dropout=0.0, spatial_dims=2, norm="batch")
+    net2d(torch.randn(4, 1, 16, 16)).sum()  # running statistics move in train mode
+    net3d = MultiViewAsymUNet(3, 1, 3, (4, 8), dropout=0.0, spatial_dims=3, norm="batch")
+    loaded, skipped = init_inplane_from_2d(net3d, net2d)
+    assert "encoder.0.norm_in.running_mean" in loaded and "encoder.0.norm_in.num_batches_tracked" in skipped
+    assert torch.equal(net3d.state_dict()["encoder.1.norm_in.running_var"][:8], net2d.state_dict()["encoder.1.norm_in.running_var"])
+    assert view_state_dict(net3d, 2)["encoder.0.norm_in.num_batches_tracked"].ndim == 0
