@@ -11,6 +11,7 @@ from __future__ import annotations
 #: method name -> "module:Class" (imported lazily so the registry costs nothing at CLI start-up)
 METHODS: dict[str, str] = {
     "supervised": "medssl.methods.supervised:SupervisedSegmentation",
+    "supervised_2d": "medssl.methods.supervised_2d:SliceSupervised",
     "umct": "medssl.methods.umct:UMCT",
     "contrastive": "medssl.methods.contrastive:ContrastivePretraining",
 }
