@@ -140,6 +140,7 @@ HC_SEEDS ?= 0 1 2
 HC_LABELED ?= 1 2 5
 HC_ARMS ?= random global_gr global_gd local_lr local_ld
 HC_CFG := configs/hippocampus
+HC_REPORT ?= reports/hippocampus_contrastive.md
 HC_RUN := MEDSSL=$(BIN)/medssl xargs -P $(JOBS) -L 1 scripts/run_one.sh
 .PHONY: hippo-contrastive
 hippo-contrastive: install hippo-data
@@ -154,4 +155,4 @@ hippo-contrastive: install hippo-data
 	  echo "$(HC_OUT)/ft-$$arm-n$$n-s$$s $(HC_CFG)/contrastive_finetune_2d.yaml --set name=ft-$$arm-n$$n --set init_from=$$src --set data.num_labeled=$$n --set data.labeled_seed=$$s --set trainer.seed=$$s --set data.root=$(HIPPO_DATA)"; \
 	done; done; done | $(HC_RUN)
 	$(BIN)/python -m medssl.eval.contrastive_report $(HC_OUT) --preset hippocampus --labeled $(HC_LABELED) \
-	  --out reports/hippocampus_contrastive.md
+	  --out $(HC_REPORT)
