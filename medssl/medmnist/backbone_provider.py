@@ -4,9 +4,16 @@ For every eval dataset ``A`` and every ``pretrain`` entry, a :class:`Backbone`: 
 (``method: none, init: random``), a local checkpoint or another medssl pretraining run
 (``method: none, init: checkpoint | run``), or the result of SSL pretraining
 (:func:`medssl.engines.image_ssl.pretrain_ssl`) on the train split of ``A`` (the entry's
-default) or of the entry's fixed ``datasets`` list (several = multi-domain, on their union).
-Pretraining lives in ``out/pretrain/<entry>/<A or A+B...>/``; the engine resumes it per epoch,
-and a finished one is marked by ``medssl_pretrain.json`` there (so it is not reloaded).
+default) or of the entry's fixed ``datasets`` list (several = multi-domain, on their union), once
+per pretraining seed. Pretraining lives in ``out/pretrain/<entry>/seed<k>/<A or A+B...>/``; the
+engine resumes it per epoch, and a finished one is marked by ``medssl_pretrain.json`` there (so
+it is not reloaded). The marker also records what ran: epochs and steps actually run, training
+time, last loss, the resolved settings (the method's keywords after its defaults, optimiser,
+augmentation) and the code version (:func:`~medssl.medmnist.provenance.code_version`).
+
+Seeds: a random-init entry's pretraining seed draws its weights (probes and OOD use them); a
+fine-tuning of it with eval seed ``s`` draws fresh weights from ``(pretraining seed, s)`` mixed
+(:func:`mix_seed`), as it always drew one initialisation per fine-tune.
 
 Every backbone is wrapped in :class:`Standardize`: float images in [0, 1] are normalised with mean
 0.5 / std 0.5 (the :class:`~medssl.transforms.image_ssl_augment.SSLAugment` default the backbones were
@@ -18,7 +25,9 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -28,7 +37,7 @@ from medssl.errors import DataError
 from medssl.medmnist.config import MedMNISTEvalConfig, MedMNISTPretrainEntry
 from medssl.medmnist.data import MedMNISTSplit
 from medssl.medmnist.metrics import normalize_task
-from medssl.medmnist.plan import MARKER, digest, entry_settings, file_id, resolve_init
+from medssl.medmnist.plan import MARKER, digest, entry_settings, file_id, resolve_init, resolved_settings
 
 #: input normalisation of every backbone (SSLAugment's default mean/std: [0, 1] -> [-1, 1])
 INPUT_MEAN, INPUT_STD = 0.5, 0.5
@@ -40,11 +49,45 @@ class RunContext(Protocol):
     cfg: MedMNISTEvalConfig
     out: Path
     device: torch.device
-    progress: bool
+    bars: bool
 
     def data(self, flag: str, split: str) -> MedMNISTSplit: ...
 
     def log(self, msg: str) -> None: ...
+
+    def epoch_reporter(self, what: str) -> Callable[[dict], None] | None: ...
+
+
+def mix_seed(*seeds: int) -> int:
+    """One 63-bit seed from several (``np.random.SeedSequence``): ``(1, 0)`` and ``(0, 1)`` differ."""
+    hi, lo = np.random.SeedSequence([int(s) for s in seeds]).generate_state(2, np.uint32)
+    return (int(hi) << 31 | int(lo)) & ((1 << 63) - 1)
+
+
+def run_summary(folder: Path) -> dict:
+    """What a pretraining in ``folder`` actually ran, from its ``pretrain_log.jsonl`` epoch lines
+    (resumed runs keep the lines before the resume): epochs and steps run, training seconds, the
+    last epoch's mean loss and images per second. Empty if there is no log."""
+    from medssl.engines.image_ssl_checkpoint import LOG_NAME
+
+    try:
+        lines = (Path(folder) / LOG_NAME).read_text().splitlines()
+    except OSError:
+        return {}
+    epochs = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "epoch":
+            epochs.append(rec)
+    if not epochs:
+        return {"epochs_run": 0, "steps": 0, "time_s": 0.0}
+    last = epochs[-1]
+    return {"epochs_run": int(last["epoch"]), "steps": int(last["step"]),
+            "time_s": round(sum(float(r.get("time_s", 0.0)) for r in epochs), 1),
+            "final_loss": last.get("loss"), "images_per_s": last.get("images_per_s")}
 
 
 class Standardize(nn.Module):
@@ -90,36 +133,51 @@ def random_backbone(arch: str, spatial_dims: int, in_channels: int, arch_kwargs:
         return build_backbone(arch, spatial_dims, in_channels, **arch_kwargs)
 
 
+def pretrain_folder(out: Path, entry_name: str, pretrain_seed: int, tag: str) -> Path:
+    """``out/pretrain/<entry>/seed<k>/<tag>``: where one pretraining lives."""
+    return Path(out) / "pretrain" / entry_name / f"seed{pretrain_seed}" / tag
+
+
 class Backbone:
-    """One backbone of the run (an entry pretrained on, or initialised for, one tag), loaded lazily.
+    """One backbone of the run (an entry pretrained on, or initialised for, one tag, with one
+    pretraining seed), loaded lazily.
 
     Args:
         run: the run (its config, folder, device, data and log).
         entry: the pretrain entry.
-        tag: the folder name under ``out/pretrain/<entry>/``: the pretraining dataset(s), or the
-            eval dataset for an entry without pretraining.
+        tag: the folder name under ``out/pretrain/<entry>/seed<k>/``: the pretraining dataset(s), or
+            the eval dataset for an entry without pretraining.
         eval_flag: the dataset the weights are pretrained on (or, without pretraining, built for).
+        pretrain_seed: the pretraining seed (random init: the initialisation seed); default the
+            entry's ``seed``.
     """
 
-    def __init__(self, run: RunContext, entry: MedMNISTPretrainEntry, tag: str, eval_flag: str | None):
+    def __init__(self, run: RunContext, entry: MedMNISTPretrainEntry, tag: str, eval_flag: str | None,
+                 pretrain_seed: int | None = None):
         self.run, self.entry, self.tag, self.eval_flag = run, entry, tag, eval_flag
-        self.id = f"{entry.name}__{tag}"
-        self.folder = run.out / "pretrain" / entry.name / tag
+        self.pseed = entry.seed if pretrain_seed is None else int(pretrain_seed)
+        self.id = f"{entry.name}__s{self.pseed}__{tag}"
+        self.folder = pretrain_folder(run.out, entry.name, self.pseed, tag)
         self._ckpt: Path | None = None
         self._module: nn.Module | None = None
+        self._settings: dict | None = None
 
     # -- where the weights come from
     def pretrain_flags(self) -> list[str]:
         return list(self.entry.datasets) if self.entry.datasets else [self.eval_flag]
 
     def settings(self) -> dict:
-        """What determines the weights (part of every record hash of this backbone)."""
-        s = entry_settings(self.entry, self.eval_flag)
-        s.update(tag=self.tag, size=self.run.cfg.size)
-        if self.entry.method == "none" and self.entry.init == "random":
-            d = self.run.data(self.eval_flag, "train")
-            s.update(spatial_dims=d.spatial_dims, channels=d.n_channels)
-        return s
+        """What determines the weights (part of every record hash of this backbone): the entry as
+        written with this pretraining seed, and the settings the code resolves for it."""
+        if self._settings is None:
+            s = entry_settings(self.entry, self.eval_flag, self.pseed)
+            s.update(tag=self.tag, size=self.run.cfg.size,
+                     resolved=resolved_settings(self.run.cfg, self.entry, self.pretrain_flags()))
+            if self.entry.method == "none" and self.entry.init == "random":
+                d = self.run.data(self.eval_flag, "train")
+                s.update(spatial_dims=d.spatial_dims, channels=d.n_channels)
+            self._settings = s
+        return self._settings
 
     def checkpoint(self) -> Path | None:
         """The weights file (pretraining it first if needed); ``None`` for random init."""
@@ -160,25 +218,30 @@ class Backbone:
         if e.method == "supervised":
             labels, num_classes = splits[0].labels, num_outputs(splits[0])
         batch = min(e.batch_size, len(images))  # a small dataset: one batch of all images per step
-        run.log(f"pretraining {e.name} ({e.method}, {e.arch}) on {'+'.join(flags)}: {len(images)} images, "
-                f"batch {batch}, {e.epochs} epochs")
-        meta = {"settings": settings, "complete": False, "method": e.method, "arch": e.arch, "datasets": flags,
-                "epochs": e.epochs}
+        what = f"pretraining {e.name} seed {self.pseed} ({e.method}, {e.arch}) on {'+'.join(flags)}"
+        run.log(f"{what}: {len(images)} images, batch {batch}, {e.epochs} epochs")
+        from medssl.medmnist.provenance import code_version
+
+        meta = {"settings": settings, "complete": False, "entry": e.name, "pretrain_seed": self.pseed,
+                "method": e.method, "arch": e.arch, "datasets": flags, "epochs": e.epochs, "code": code_version()}
         write_atomic_text(self.folder / MARKER, json.dumps(meta, indent=1) + "\n")
-        ckpt = engine.pretrain_ssl(
-            e.method, images, self.folder, arch=e.arch, spatial_dims=splits[0].spatial_dims, epochs=e.epochs,
-            batch_size=batch, lr=e.lr, weight_decay=e.weight_decay, warmup_epochs=e.warmup_epochs,
-            precision=e.precision, seed=e.seed, resume=resume, progress=run.progress, labels=labels,
-            arch_kwargs=e.arch_kwargs,
-            num_classes=num_classes, method_kwargs=dict(e.method_kwargs) or None, device=run.device,
+        kwargs = dict(
+            arch=e.arch, spatial_dims=splits[0].spatial_dims, epochs=e.epochs, batch_size=batch, lr=e.lr,
+            weight_decay=e.weight_decay, warmup_epochs=e.warmup_epochs, precision=e.precision, seed=self.pseed,
+            labels=labels, arch_kwargs=e.arch_kwargs, num_classes=num_classes,
+            method_kwargs=dict(e.method_kwargs) or None, augment_preset=e.augment_preset,
         )
+        resolved = engine.describe_pretraining(engine.resolve_settings(e.method, tuple(images.shape), **kwargs))
+        ckpt = engine.pretrain_ssl(e.method, images, self.folder, resume=resume, progress=run.bars,
+                                   device=run.device, on_epoch=run.epoch_reporter(what), **kwargs)
         ckpt = Path(ckpt)
         try:
             rel = str(ckpt.resolve().relative_to(self.folder.resolve()))
         except ValueError:
             rel = str(ckpt.resolve())
-        meta.update(complete=True, checkpoint=rel)
+        meta.update(complete=True, checkpoint=rel, **run_summary(self.folder), resolved=resolved)
         write_atomic_text(self.folder / MARKER, json.dumps(meta, indent=1) + "\n")
+        run.log(f"{what}: done, {meta.get('epochs_run')} epochs ({meta.get('time_s', 0) / 60:.1f} min of training)")
         return ckpt
 
     def fingerprint(self) -> str:
@@ -215,14 +278,14 @@ class Backbone:
     def module(self) -> nn.Module:
         """The (normalising) backbone; do not train it in place (see :meth:`fresh`)."""
         if self._module is None:
-            self._module = self._build(self.entry.seed)
+            self._module = self._build(self.pseed)
         return self._module
 
     def fresh(self, seed: int) -> nn.Module:
-        """A trainable copy for fine-tuning: new random weights from ``entry.seed + seed`` for random
-        init, else a copy of the pretrained weights."""
+        """A trainable copy for fine-tuning with eval seed ``seed``: new random weights from
+        ``mix_seed(pretraining seed, seed)`` for random init, else a copy of the pretrained weights."""
         if self.checkpoint() is None:
-            return self._build(self.entry.seed + seed)
+            return self._build(mix_seed(self.pseed, seed))
         return copy.deepcopy(self.module())
 
     def release(self) -> None:

@@ -17,6 +17,9 @@ from medssl.config import Strict, build_config, load_raw
 #: spelled out so that reading a config does not import torch; a test keeps the two in step),
 #: plus ``"none"``: no pretraining, the entry's ``init`` weights are evaluated as they are.
 MEDMNIST_SSL_METHODS = ("simclr", "mocov3", "byol", "simsiam", "dino", "barlow", "vicreg", "nnclr", "supervised")
+#: augmentation presets a pretraining entry may name (the keys of
+#: ``medssl.transforms.image_ssl_augment.PRESETS``, spelled out for the same reason; a test keeps them in step)
+AUGMENT_PRESETS = ("simclr", "byol", "mocov3", "simsiam", "barlow", "vicreg", "nnclr", "dino", "light")
 
 
 class MedMNISTPretrainEntry(Strict):
@@ -30,6 +33,12 @@ class MedMNISTPretrainEntry(Strict):
     of ``datasets``: by default the evaluated dataset itself (one pretraining per dataset, which is
     also what the transfer matrix uses), or one fixed list (several = multi-domain pretraining on
     their union, mixed 1/3 channels).
+
+    Pretraining seeds: ``seeds`` (else the run's ``pretrain_seeds``, else ``[seed]``) pretrains the
+    entry once per seed (for ``init: random`` without pretraining: one random initialisation per
+    seed); every evaluation seed is run on every one of them, so the report can give the spread
+    across pretrainings, not only across probes. Entries with fixed weights (``init: checkpoint`` /
+    ``run``) have one set of weights and take no seed list.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", description="row name in tables and folder name")
@@ -50,8 +59,18 @@ class MedMNISTPretrainEntry(Strict):
     weight_decay: float | None = Field(None, ge=0)
     warmup_epochs: int = Field(10, ge=0)
     precision: Literal["32", "bf16"] = "bf16"
-    seed: int = 0
+    seed: int = Field(0, description="the pretraining (or random-init) seed when neither seeds nor pretrain_seeds is set")
+    seeds: list[int] | None = Field(None, min_length=1, description="pretraining seeds of this entry")
     method_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the method")
+    augment_preset: Literal[AUGMENT_PRESETS] | None = Field(  # type: ignore[valid-type]
+        None, description="augmentation preset of the pretraining (medssl.transforms.image_ssl_augment.PRESETS); "
+        "default: the method's own; one name for every entry = one shared augmentation"
+    )
+
+    @property
+    def fixed_weights(self) -> bool:
+        """Weights from a file: one set, no pretraining or initialisation seed."""
+        return self.method == "none" and self.init != "random"
 
     @model_validator(mode="after")
     def _init_matches(self):
@@ -72,6 +91,13 @@ class MedMNISTPretrainEntry(Strict):
             raise ValueError(f"pretrain entry {self.name!r}: 'datasets' needs a pretraining method, not 'none'")
         if self.method == "supervised" and self.datasets is not None and len(self.datasets) > 1:
             raise ValueError(f"pretrain entry {self.name!r}: supervised pretraining cannot mix label spaces")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"pretrain entry {self.name!r}: seeds has duplicates: {self.seeds}")
+        if self.fixed_weights and self.seeds is not None and len(self.seeds) > 1:
+            raise ValueError(f"pretrain entry {self.name!r}: init {self.init!r} loads one set of weights; "
+                             f"several seeds would evaluate the same weights (remove 'seeds')")
+        if self.augment_preset is not None and self.method == "none":
+            raise ValueError(f"pretrain entry {self.name!r}: augment_preset needs a pretraining method")
         return self
 
     @field_validator("datasets")
@@ -90,10 +116,14 @@ class MedMNISTLinearConfig(Strict):
 
 
 class MedMNISTKNNConfig(Strict):
-    """Weighted kNN on frozen features: k x temperature chosen on validation AUROC."""
+    """Weighted kNN on frozen features: k x temperature chosen on validation AUROC.
+
+    ``k`` always stays below the number of labeled samples (see :func:`medssl.medmnist.protocols.knn_k_grid`);
+    ``vote: balanced`` divides each class's votes by its labeled count (``plain``: DINO's vote)."""
 
     ks: list[int] = Field([10, 20, 50, 100], min_length=1)
     temps: list[float] = Field([0.07, 0.1, 0.5], min_length=1)
+    vote: Literal["balanced", "plain"] = "balanced"
 
 
 class MedMNISTFinetuneConfig(Strict):
@@ -110,7 +140,11 @@ class MedMNISTFinetuneConfig(Strict):
 class MedMNISTEvalSection(Strict):
     protocols: list[Literal["linear", "knn", "finetune"]] = Field(["linear", "knn", "finetune"], min_length=1)
     fractions: list[float] = Field([0.01, 0.1, 1.0], min_length=1, description="label fractions in (0, 1]")
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="eval seeds: labeled subset and probe / "
+                             "fine-tune seed; run on every pretraining seed")
+    select_on: Literal["auroc", "acc"] = Field(
+        "auroc", description="validation metric choosing the linear / kNN grid point and the fine-tuned epoch"
+    )
     linear: MedMNISTLinearConfig = MedMNISTLinearConfig()
     knn: MedMNISTKNNConfig = MedMNISTKNNConfig()
     finetune: MedMNISTFinetuneConfig = MedMNISTFinetuneConfig()
@@ -177,10 +211,17 @@ class MedMNISTEvalConfig(Strict):
     name: str = "medmnist-eval"
     datasets: list[str] = Field(min_length=1, description="MedMNIST flags evaluated, e.g. [breastmnist]")
     size: int = Field(28, description="image size of every dataset: 28, 64, 128, 224 (3D: 28, 64)")
-    root: Path | None = Field(None, description="folder of the .npz files; default $MEDMNIST_ROOT, ~/.medmnist")
+    root: Path | list[Path] | None = Field(
+        None, description="folder(s) of the .npz files, searched in order; default $MEDMNIST_ROOT (folders "
+        "separated by os.pathsep), ~/.medmnist"
+    )
     verify: bool = Field(True, description="check every file's md5 against the official table")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="evaluation device (auto: cuda if present)")
     pretrain: list[MedMNISTPretrainEntry] = Field(min_length=1)
+    pretrain_seeds: list[int] | None = Field(
+        None, min_length=1, description="pretraining seeds of every entry without its own 'seeds' (entries "
+        "with fixed weights keep one); default: each entry's 'seed'"
+    )
     eval: MedMNISTEvalSection = MedMNISTEvalSection()
     ood: MedMNISTOODConfig = MedMNISTOODConfig()
     transfer: MedMNISTTransferConfig = MedMNISTTransferConfig()
@@ -193,6 +234,8 @@ class MedMNISTEvalConfig(Strict):
         flags = self.datasets
         if len(set(flags)) != len(flags):
             raise ValueError(f"datasets has duplicates: {self.datasets}")
+        if self.pretrain_seeds is not None and len(set(self.pretrain_seeds)) != len(self.pretrain_seeds):
+            raise ValueError(f"pretrain_seeds has duplicates: {self.pretrain_seeds}")
         names = [p.name for p in self.pretrain]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -215,6 +258,15 @@ class MedMNISTEvalConfig(Strict):
     @classmethod
     def _flags(cls, v):
         return [_medmnist_flag(d) for d in v]
+
+    def seeds_of(self, entry: MedMNISTPretrainEntry) -> list[int]:
+        """The pretraining seeds of ``entry``: its ``seeds``, else ``pretrain_seeds`` (not for fixed
+        weights), else ``[seed]``."""
+        if entry.seeds is not None:
+            return list(entry.seeds)
+        if self.pretrain_seeds is not None and not entry.fixed_weights:
+            return list(self.pretrain_seeds)
+        return [entry.seed]
 
 
 def load_medmnist_eval_config(path: str | Path, overrides: list[str] | None = None) -> MedMNISTEvalConfig:

@@ -12,6 +12,16 @@ benchmark (Yang et al., NeurIPS 2022 Datasets & Benchmarks):
   largest threshold that accepts at least 95 % of the in-distribution samples, i.e. the
   ``ceil(0.95 * n_in)``-th largest in-distribution score. This is the first point of sklearn's
   ROC curve (``drop_intermediate=False``) whose TPR reaches 0.95.
+
+An AUROC below 0.5 means the score is inverted on that pair (the OOD set looks more
+in-distribution than the in-distribution test set): a finding about the detector, reported as
+such and left out of averages, not a number to average with the others.
+
+Near and far OOD (:func:`ood_relation`): a pair of MedMNIST datasets is **near** when both come
+from the same imaging modality (:data:`MODALITY`: e.g. PneumoniaMNIST and ChestMNIST, both chest
+X-rays; the three OrganMNIST views of the same abdominal CTs; the microscopy sets of cells and
+tissue), **far** otherwise (e.g. breast ultrasound vs chest X-ray). The grouping is by acquisition
+modality, from the MedMNIST v2 table (Yang et al. 2023, Table 1), not by a learned distance.
 """
 
 from __future__ import annotations
@@ -21,7 +31,37 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["max_softmax", "energy", "MahalanobisScorer", "ood_metrics", "fpr_at_tpr", "roc_curve_points"]
+__all__ = ["MODALITY", "max_softmax", "energy", "MahalanobisScorer", "ood_metrics", "ood_relation", "fpr_at_tpr",
+           "roc_curve_points"]
+
+#: imaging modality of every MedMNIST dataset (MedMNIST v2, Table 1), the basis of near / far OOD
+MODALITY: dict[str, str] = {
+    "pathmnist": "microscopy",  # colon pathology (H&E)
+    "chestmnist": "x-ray",  # chest X-ray
+    "dermamnist": "dermatoscopy",
+    "octmnist": "oct",  # retinal OCT
+    "pneumoniamnist": "x-ray",  # chest X-ray
+    "retinamnist": "fundus",  # fundus camera
+    "breastmnist": "ultrasound",  # breast ultrasound
+    "bloodmnist": "microscopy",  # blood cell microscope
+    "tissuemnist": "microscopy",  # kidney cortex microscope
+    "organamnist": "ct",  # abdominal CT (axial)
+    "organcmnist": "ct",  # (coronal)
+    "organsmnist": "ct",  # (sagittal)
+    "organmnist3d": "ct",
+    "nodulemnist3d": "ct",  # chest CT
+    "adrenalmnist3d": "ct",  # shapes from abdominal CT
+    "fracturemnist3d": "ct",  # chest CT
+    "vesselmnist3d": "mra",  # shapes from brain MRA
+    "synapsemnist3d": "microscopy",  # electron microscope
+}
+
+
+def ood_relation(in_flag: str, out_flag: str) -> str:
+    """``"near"`` when the two datasets share an imaging modality (:data:`MODALITY`), else ``"far"``
+    (an unknown dataset counts as far)."""
+    a, b = MODALITY.get(str(in_flag).lower()), MODALITY.get(str(out_flag).lower())
+    return "near" if a is not None and a == b else "far"
 
 
 def _logits(logits) -> torch.Tensor:

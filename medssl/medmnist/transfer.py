@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from medssl.core.atomic import write_atomic_bytes
-from medssl.eval.tables import ci_cell, markdown_table, mean_ci, write_csv
+from medssl.eval.tables import markdown_table, write_csv
 from medssl.medmnist.metrics import classification_metrics
 
-TRANSFER_COLUMNS = ["pretrain", "dataset", "method", "protocol", "fraction", "seed", "acc", "balanced_acc", "auroc"]
+TRANSFER_COLUMNS = ["pretrain", "dataset", "method", "pretrain_seed", "protocol", "fraction", "seed", "acc",
+                    "balanced_acc", "auroc"]
 
 
 def transfer_step(run) -> None:
@@ -28,14 +29,15 @@ def transfer_step(run) -> None:
     from tqdm.auto import tqdm
 
     todo = [key for key in run.book.plan["transfer"] if not run.done("transfer", key)]
-    for a, b, name, fr, seed in tqdm(todo, desc="transfer", leave=False, disable=not run.progress):
+    for a, b, name, ps, fr, seed in tqdm(todo, desc="transfer", leave=False, disable=not run.bars):
         e = next(p for p in run.cfg.pretrain if p.name == name)
-        bb = run.backbone(e, b, pretrain_flag=a)
+        bb = run.backbone(e, b, ps, pretrain_flag=a)
         t0 = time.perf_counter()
         probs, extra = run.probe(bb, b, "linear", fr, seed)
         test = run.data(b, "test")
-        run.add("transfer", {"pretrain": a, "dataset": b, "method": name, "protocol": "linear", "fraction": fr,
-                             "seed": seed, **classification_metrics(test.labels.numpy(), probs, test.task),
+        run.add("transfer", {"pretrain": a, "dataset": b, "method": name, "pretrain_seed": ps, "protocol": "linear",
+                             "fraction": fr, "seed": seed,
+                             **classification_metrics(test.labels.numpy(), probs, test.task),
                              **extra, "time_s": round(time.perf_counter() - t0, 3)})
 
 
@@ -44,8 +46,11 @@ def write_transfer_csv(rows: list[dict], path: Path) -> Path:
     return write_csv(path, rows, TRANSFER_COLUMNS)
 
 
-def _cell(values: list) -> tuple[str, float]:
-    return ci_cell(values), mean_ci(values)[0]
+def _cell(rows: list[dict], metric: str) -> tuple[str, float]:
+    from medssl.medmnist.report import summarize
+
+    summary = summarize(rows, metric)
+    return summary["text"], summary["mean"]
 
 
 def transfer_matrix(results: dict, method: str, fraction: float, metric: str = "auroc") -> tuple[list[str], list[list]]:
@@ -63,7 +68,7 @@ def transfer_matrix(results: dict, method: str, fraction: float, metric: str = "
                        and r["protocol"] == "linear" and r["fraction"] == fraction]
             else:
                 grp = [r for r in rows if r["pretrain"] == a and r["dataset"] == b]
-            line.append(_cell([r.get(metric) for r in grp]) if grp else None)
+            line.append(_cell(grp, metric) if grp else None)
         cells.append(line)
     return flags, cells
 
@@ -96,7 +101,8 @@ def transfer_section(results: dict, out: Path) -> list[str]:
         return []
     lines = ["## Cross-dataset transfer (linear probe)", "",
              "Rows: the dataset the backbone was pretrained on; columns: the dataset it is linear-probed on "
-             "(test AUROC, mean ± 95 % CI over seeds). The diagonal is the in-domain linear probe.", ""]
+             "(test AUROC; cells as in the tables above: mean ± sd over pretraining seeds [P×E], or mean ± 95 % CI "
+             "over eval seeds sharing one pretraining (n=E)). The diagonal is the in-domain linear probe.", ""]
     for method in dict.fromkeys(r["method"] for r in rows):
         for fraction in sorted({r["fraction"] for r in rows if r["method"] == method}):
             flags, cells = transfer_matrix(results, method, fraction)

@@ -72,3 +72,14 @@ def test_mahalanobis_two_blobs(shrinkage):
     p = np.array([2.0, 1.0])
     direct = min((p - m) @ scorer.precision @ (p - m) for m in scorer.means)
     assert scorer.score(p[None])[0] == pytest.approx(-direct)
+
+
+def test_near_and_far_ood_by_modality():
+    from medssl.medmnist.files import medmnist_flags
+    from medssl.medmnist.ood import MODALITY, ood_relation
+
+    assert set(MODALITY) == set(medmnist_flags())  # every dataset has a modality
+    assert ood_relation("pneumoniamnist", "chestmnist") == "near"  # both chest X-ray
+    assert ood_relation("organamnist", "organsmnist") == "near"  # the same abdominal CTs
+    assert ood_relation("breastmnist", "pneumoniamnist") == "far"  # ultrasound vs X-ray
+    assert ood_relation("BreastMNIST", "dermamnist") == "far" and ood_relation("x", "x") == "far"

@@ -23,8 +23,8 @@ from medssl.engines import image_ssl as engine
 from medssl.errors import ConfigError
 from medssl.medmnist import features, finetune, protocols
 from medssl.medmnist import run as me
-from medssl.medmnist.config import MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, load_medmnist_eval_config
-from medssl.medmnist.plan import entry_settings
+from medssl.medmnist.config import AUGMENT_PRESETS, MEDMNIST_SSL_METHODS, MedMNISTEvalConfig, load_medmnist_eval_config
+from medssl.medmnist.plan import entry_settings, plan_run
 from medssl.medmnist.transfer import transfer_matrix
 
 N_SPLIT = {"train": 40, "val": 20, "test": 20}
@@ -119,7 +119,8 @@ def test_full_run_writes_everything(full_run):
     assert len(saved["records"]) == N_RECORDS and len(results["records"]) == N_RECORDS
     assert len(saved["ood"]) == N_OOD and len(saved["transfer"]) == N_TRANSFER
     assert len((out / "results.csv").read_text().splitlines()) == N_RECORDS + 1
-    keys = {(r["dataset"], r["method"], r["protocol"], r["fraction"], r["seed"]) for r in saved["records"]}
+    keys = {(r["dataset"], r["method"], r["pretrain_seed"], r["protocol"], r["fraction"], r["seed"])
+            for r in saved["records"]}
     assert len(keys) == N_RECORDS
     for r in saved["records"]:
         assert 0 <= r["acc"] <= 1 and 0 <= r["balanced_acc"] <= 1 and r["arch"] == "resnet18_28"
@@ -128,9 +129,15 @@ def test_full_run_writes_everything(full_run):
     lin = [r["auroc"] for r in saved["records"] if r["protocol"] == "linear" and r["fraction"] == 1.0]
     assert np.mean(lin) > 0.7
     # pretraining and feature caches where documented
-    assert (out / "pretrain/simclr/breastmnist/pretrain.pt").is_file()
-    assert (out / "pretrain/simclr/breastmnist/medssl_pretrain.json").is_file()
-    assert (out / "features/simclr__breastmnist__pneumoniamnist_28_test.pt").is_file()  # OOD / transfer inputs
+    assert (out / "pretrain/simclr/seed0/breastmnist/pretrain.pt").is_file()
+    marker = json.loads((out / "pretrain/simclr/seed0/breastmnist/medssl_pretrain.json").read_text())
+    assert marker["complete"] and marker["epochs_run"] == 1 and marker["steps"] == 2 and marker["time_s"] > 0
+    assert marker["code"].startswith("medssl ") and marker["resolved"]["method_kwargs"]["temperature"] == 0.5
+    assert (out / "features/simclr__s0__breastmnist__pneumoniamnist_28_test.pt").is_file()  # OOD / transfer inputs
+    # the report says what each pretraining ran and which code ran it
+    pre = {(r["entry"], r["datasets"]): r for r in saved["pretraining"]}
+    assert pre["simclr", "breastmnist"]["epochs_run"] == 1 and pre["simclr", "breastmnist"]["status"] == "done"
+    assert saved["meta"]["code"].startswith("medssl ") and saved["meta"]["pretraining seeds"] == "0"
 
 
 def test_report_tables_ci_and_published(full_run):
@@ -142,6 +149,7 @@ def test_report_tables_ci_and_published(full_run):
     line = next(l for l in report.splitlines() if l.startswith("| 100% | supervised") and "0.901" in l)
     assert "ResNet-18 (28): 0.901 / 0.863" in line
     assert "## Out-of-distribution detection" in report and "breastmnist → pneumoniamnist" in report
+    assert "## Pretraining runs" in report and "| simclr | 0 | breastmnist | done | 1 / 1 | 2 |" in report
     assert "## Cross-dataset transfer" in report and "![transfer simclr, 100% labels]" in report
 
 
@@ -155,6 +163,7 @@ def test_ood_records_for_the_pair(full_run):
                 assert (a, b, m, s) in pairs
     for r in ood:
         assert {"auroc", "aupr_in", "aupr_out", "fpr95", "roc"} <= set(r) and r["seed"] == 0
+        assert r["relation"] == "far" and r["inverted"] == (r["auroc"] < 0.5)  # ultrasound vs chest X-ray
         assert 0 <= r["auroc"] <= 1 and 0 <= r["fpr95"] <= 1 and r["n_in"] == r["n_out"] == 20
     # stripes vs blobs: Mahalanobis on the features tells them apart
     maha = [r["auroc"] for r in ood if r["score"] == "mahalanobis"]
@@ -253,7 +262,7 @@ def test_init_checkpoint_run_foreign_and_multidomain(full_run, fake_root, tmp_pa
     """Weights from another run (folder or file) give the same kNN result as in that run; a foreign
     DDP-style state dict and multi-domain pretraining on the union of both datasets run through."""
     src, reference = full_run
-    ckpt = src / "pretrain/simclr/breastmnist/pretrain.pt"
+    ckpt = src / "pretrain/simclr/seed0/breastmnist/pretrain.pt"
     foreign = build_backbone("resnet18", 2, 3, small_input=True)  # an RGB network, e.g. ImageNet's
     torch.save({"module." + k: v for k, v in foreign.state_dict().items()}, tmp_path / "foreign.pth")
     raw = _raw(fake_root)
@@ -270,11 +279,12 @@ def test_init_checkpoint_run_foreign_and_multidomain(full_run, fake_root, tmp_pa
     by = {r["method"]: r for r in res["records"]}
     want = next(r for r in reference["records"] if r["dataset"] == "breastmnist" and r["method"] == "simclr"
                 and r["protocol"] == "knn" and r["fraction"] == 1.0 and r["seed"] == 0)
+    assert want["params"]["vote"] == "balanced"
     for name in ("from-run", "from-file"):
         assert by[name]["auroc"] == pytest.approx(want["auroc"]) and by[name]["acc"] == pytest.approx(want["acc"])
     assert by["foreign"]["init"] == "checkpoint" and 0 <= by["foreign"]["auroc"] <= 1
     assert by["multi"]["pretrain_datasets"] == "breastmnist+pneumoniamnist"
-    assert (tmp_path / "out/pretrain/multi/breastmnist+pneumoniamnist/pretrain.pt").is_file()
+    assert (tmp_path / "out/pretrain/multi/seed0/breastmnist+pneumoniamnist/pretrain.pt").is_file()
 
 
 def test_ood_with_the_finetuned_model(fake_root, tmp_path, monkeypatch):
@@ -288,7 +298,7 @@ def test_ood_with_the_finetuned_model(fake_root, tmp_path, monkeypatch):
     assert calls["fine_tune"] == 2  # the OOD scores reuse the saved fine-tuned models
     assert len(res["records"]) == 2 and len(res["ood"]) == 4
     assert {r["model"] for r in res["ood"]} == {"finetune"}
-    assert (tmp_path / "models/supervised__breastmnist__breastmnist_finetune.pt").is_file()
+    assert (tmp_path / "models/supervised__s0__breastmnist__breastmnist_finetune.pt").is_file()
 
 
 def test_test_labels_never_reach_a_selection(fake_root, tmp_path):
@@ -340,7 +350,7 @@ def test_pretraining_is_resumed_reused_or_restarted(fake_root, tmp_path, monkeyp
 
     cfg = _cfg(fake_root)
     path = checkpoint(cfg)
-    assert path == tmp_path / "pretrain/simclr/breastmnist/pretrain.pt" and seen == [True]
+    assert path == tmp_path / "pretrain/simclr/seed0/breastmnist/pretrain.pt" and seen == [True]
     assert checkpoint(cfg) == path and seen == [True]
     marker = path.parent / "medssl_pretrain.json"
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "complete": False}))  # killed mid-run
@@ -387,8 +397,125 @@ def test_arch_kwargs_choose_the_stem(fake_root, tmp_path, monkeypatch):
 
 def test_method_names_match_the_registry():
     from medssl.methods.image_ssl import SSL_METHODS
+    from medssl.transforms.image_ssl_augment import PRESETS
 
     assert set(MEDMNIST_SSL_METHODS) == set(SSL_METHODS)
+    assert set(AUGMENT_PRESETS) == set(PRESETS)
+
+
+def _seeds_raw(root: Path) -> dict:
+    raw = _raw(root)
+    raw.update(datasets=["breastmnist"], ood={"enabled": False}, transfer={"enabled": False})
+    raw["pretrain"] = [
+        {"name": "simclr", "method": "simclr", "epochs": 1, "batch_size": 20, "warmup_epochs": 0},
+        {"name": "random-init", "method": "none", "init": "random"},
+    ]
+    raw["eval"].update(protocols=["knn"], fractions=[1.0], seeds=[0, 1])
+    return raw
+
+
+def test_pretraining_seeds_resume_and_report(fake_root, tmp_path, monkeypatch):
+    """pretrain_seeds: every entry is pretrained (random init: initialised) once per seed, every eval
+    seed runs on each, records keep both seeds, the report gives the spread across pretrainings.
+    A single-seed run's records are reused when seeds are added; only the new seed is computed."""
+    out = tmp_path / "run"
+    real_render = me.MedMNISTRun.render
+    monkeypatch.setattr(me.MedMNISTRun, "render", lambda self: self.out / "report.md")  # plots cost seconds
+    with torch.random.fork_rng():
+        one = me.run_medmnist_eval(build_config(_seeds_raw(fake_root), model=MedMNISTEvalConfig), out, quiet=True)
+    assert {(r["method"], r["pretrain_seed"], r["seed"]) for r in one["records"]} == {
+        (m, 0, s) for m in ("simclr", "random-init") for s in (0, 1)}
+    raw = _seeds_raw(fake_root)
+    raw["pretrain_seeds"] = [0, 1]
+    monkeypatch.setattr(me.MedMNISTRun, "render", real_render)
+    calls = _counting(monkeypatch)
+    with torch.random.fork_rng():
+        two = me.run_medmnist_eval(build_config(raw, model=MedMNISTEvalConfig), out, quiet=True)
+    assert calls["pretrain_ssl"] == 1 and calls["knn_probe"] == 2 * 2  # seed 1 only: 2 entries x 2 eval seeds
+    assert _plain([r for r in two["records"] if r["pretrain_seed"] == 0]) == _plain(one["records"])
+    assert (out / "pretrain/simclr/seed1/breastmnist/pretrain.pt").is_file()
+    by = {(r["method"], r["pretrain_seed"], r["seed"]): r for r in two["records"]}
+    # another pretraining / initialisation gives other features: other kNN probabilities
+    for m in ("simclr", "random-init"):
+        assert by[m, 0, 0]["auroc"] != by[m, 1, 0]["auroc"] or by[m, 0, 0]["acc"] != by[m, 1, 0]["acc"]
+    text = (out / "report.md").read_text()
+    assert "[2×2]" in text and "| 100% | simclr |" in text and "pretraining + probe (Welch" in text
+    assert two["meta"]["pretraining seeds"] == "0, 1"
+    from medssl.errors import DataError
+    from medssl.medmnist.config import MedMNISTPretrainEntry
+    from medssl.medmnist.plan import resolve_init
+
+    several = MedMNISTPretrainEntry(name="x", method="none", init="run", run=out / "pretrain/simclr")
+    with pytest.raises(DataError, match=r"several seeds \(seed0, seed1\)"):
+        resolve_init(several, "breastmnist")
+    one_seed = MedMNISTPretrainEntry(name="x", method="none", init="run", run=out / "pretrain/simclr/seed1")
+    assert resolve_init(one_seed, "breastmnist") == out / "pretrain/simclr/seed1/breastmnist/pretrain.pt"
+    monkeypatch.setattr(me.MedMNISTRun, "render", lambda self: self.out / "report.md")
+    calls = _counting(monkeypatch)
+    me.run_medmnist_eval(build_config(raw, model=MedMNISTEvalConfig), out, quiet=True)
+    assert all(v == 0 for v in calls.values()), calls
+
+
+def test_resume_key_covers_code_defaults(fake_root, monkeypatch):
+    """A changed default in the code (a method's declared settings, the engine's weight decay, an
+    augmentation recipe, a protocol's behaviour) changes the hashes of exactly the results it affects."""
+    from medssl.methods.image_ssl import MoCoV3
+    from medssl.transforms import image_ssl_augment as aug
+
+    raw = _seeds_raw(fake_root)
+    raw["pretrain"] = [{"name": "mocov3", "method": "mocov3", "epochs": 1, "batch_size": 20},
+                       {"name": "simclr", "method": "simclr", "epochs": 1, "batch_size": 20},
+                       {"name": "random-init", "method": "none", "init": "random"}]
+    raw["eval"]["protocols"] = ["knn", "linear"]
+    cfg = build_config(raw, model=MedMNISTEvalConfig)
+    dims = lambda flag: 2  # noqa: E731
+
+    def hashes():
+        recs = plan_run(cfg, dims)["records"]
+        return {(k[1], k[3]): h for k, h in recs.items()}
+
+    base = hashes()
+    assert len(set(base.values())) == 6  # 3 entries x 2 protocols
+    changed = lambda now: {k for k in base if now[k] != base[k]}  # noqa: E731
+    with monkeypatch.context() as m:
+        m.setattr(MoCoV3, "default_kwargs", classmethod(lambda cls, arch, num_classes=None: {"temperature": 0.2}))
+        assert changed(hashes()) == {("mocov3", "knn"), ("mocov3", "linear")}
+    with monkeypatch.context() as m:
+        m.setattr(engine, "DEFAULT_WEIGHT_DECAY", 0.1)
+        assert changed(hashes()) == {(e, p) for e in ("mocov3", "simclr") for p in ("knn", "linear")}
+    with monkeypatch.context() as m:
+        m.setitem(aug.PRESETS, "simclr", {"views": ({"flip_p": 0.5},) * 2})
+        assert changed(hashes()) == {("simclr", "knn"), ("simclr", "linear")}
+    with monkeypatch.context() as m:
+        m.setitem(protocols.PROTOCOL_VERSION, "knn", 99)
+        assert changed(hashes()) == {(e, "knn") for e in ("mocov3", "simclr", "random-init")}
+    assert hashes() == base  # nothing is cached across plans
+
+
+def test_pretraining_restarts_when_a_code_default_changes(fake_root, tmp_path, monkeypatch):
+    """The pretraining marker's settings cover the resolved defaults: a changed one is not reused."""
+    from medssl.methods.image_ssl import SimCLR
+
+    seen = []
+
+    def fake_pretrain(method, images, out_dir, **kw):
+        seen.append(kw["resume"])
+        path = Path(out_dir) / "pretrain.pt"
+        path.write_bytes(b"weights")
+        return path
+
+    monkeypatch.setattr(engine, "pretrain_ssl", fake_pretrain)
+    cfg = build_config(_seeds_raw(fake_root), model=MedMNISTEvalConfig)
+
+    def checkpoint():
+        return me.MedMNISTRun(cfg, tmp_path, progress=False, quiet=True).backbone(cfg.pretrain[0], "breastmnist").checkpoint()
+
+    checkpoint()
+    checkpoint()
+    assert seen == [True]  # finished and reused
+    monkeypatch.setattr(SimCLR.__init__, "__defaults__", (512, 64, 0.5))  # projector output 128 -> 64
+    checkpoint()
+    assert seen == [True, False]  # other defaults: starts over
 
 
 # ---------------------------------------------------------------- config and CLI
@@ -452,18 +579,22 @@ def test_cli_parses_and_calls_worker(tmp_path, fake_root, monkeypatch):
 
     seen = {}
 
-    def fake_run(cfg, out, progress=True):
-        seen.update(cfg=cfg, out=out, progress=progress)
+    def fake_run(cfg, out, progress=True, threads=None):
+        seen.update(cfg=cfg, out=out, progress=progress, threads=threads)
         return {"records": [{}] * 3, "ood": [], "transfer": []}
 
     monkeypatch.setattr(me, "run_medmnist_eval", fake_run)
     path = _write_yaml(tmp_path / "cfg.yaml", _raw(fake_root))
     res = CliRunner().invoke(app, ["eval", "medmnist", str(path), "--set", "eval.seeds=[0]", "--set",
-                                   "pretrain.*.epochs=2", "--out", str(tmp_path / "o"), "--no-progress"])
+                                   "pretrain.*.epochs=2", "--out", str(tmp_path / "o"), "--no-progress",
+                                   "--threads", "2", "--root", str(tmp_path / "a"), "--root", str(fake_root)])
     assert res.exit_code == 0, res.output
     assert seen["cfg"].eval.seeds == [0] and [p.epochs for p in seen["cfg"].pretrain] == [2, 2]
-    assert seen["out"] == tmp_path / "o" and seen["progress"] is False
+    assert seen["out"] == tmp_path / "o" and seen["progress"] is False and seen["threads"] == 2
+    assert seen["cfg"].root == [tmp_path / "a", fake_root]  # --root (repeatable) replaces the config's
     assert "3 records" in res.output and "report.md" in res.output
+    res = CliRunner().invoke(app, ["eval", "medmnist", str(path), "--threads", "0"])
+    assert res.exit_code == 2  # a usage error
     res = CliRunner().invoke(app, ["eval", "medmnist", str(path), "--set", "eval.bogus=1"])
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError) and "eval.bogus" in str(res.exception)
 
