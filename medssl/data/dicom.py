@@ -37,7 +37,7 @@ from medssl.data.dicom_series import DicomSeries, choose_series, find_dicom_seri
 from medssl.data.volume import Volume
 from medssl.errors import DataError
 
-__all__ = ["DicomSeries", "find_dicom_series", "read_dicom_series"]
+__all__ = ["DicomSeries", "find_dicom_series", "read_dicom_series", "read_series"]
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,16 @@ def read_dicom_series(path: str | Path, series: str | None = None) -> Volume:
     else:
         root = path
         found = find_dicom_series(root)
-    s = choose_series(found, series, root)
+    return read_series(choose_series(found, series, root), root)
+
+
+def read_series(s: DicomSeries, root: str | Path) -> Volume:
+    """Read a series :func:`find_dicom_series` already found (no second walk of the folder tree).
+
+    The volume and the errors are those of :func:`read_dicom_series`; ``root`` is the searched
+    folder the messages name.
+    """
+    root = Path(root)
     _check_single_frame(s, root)
     geom = _geometry(s, root)
 
