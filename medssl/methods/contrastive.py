@@ -183,7 +183,7 @@ class ContrastivePretraining(MedsslModule):
         if c.stage == "local" and cfg.init_from is None:
             raise ConfigError("contrastive.stage=local trains the decoder on a pretrained encoder: set init_from to the "
                               "global stage's checkpoint (runs/<global>/checkpoints/last.ckpt)")
-        net = build_network("multiview_asym_unet", num_views=1, in_channels=1, out_channels=spec.num_classes,
+        net = build_network("multiview_asym_unet", num_views=1, in_channels=spec.num_channels, out_channels=spec.num_classes,
                             channels=cfg.model.channels, dropout=cfg.model.dropout, spatial_dims=c.spatial_dims,
                             norm=cfg.model.norm)
         return cls(

@@ -91,3 +91,14 @@ def test_one_channel_checkpoint_refuses_two_channel_data_for_pseudo_labels(two_c
     run_training(_sup_cfg(one, **{"trainer.max_steps": 1, "trainer.val_every": 1}), out=tmp_path / "run")
     with pytest.raises(DataError, match=r"2 channel\(s\) \(T1, T2\) differ from the checkpoint's 1 \(T1\)"):
         export_pseudo_labels(tmp_path / "run/checkpoints/last.ckpt", two_ch, tmp_path / "pl", progress=False)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_contrastive_pretraining_takes_both_channels(two_ch, tmp_path, dims):
+    from tests.methods.test_contrastive import _pre_cfg
+
+    cfg = _pre_cfg(two_ch, "global", dims=dims, **{"data.patch_size": "[32,32,16]" if dims == 2 else "[16,16,16]"})
+    run_training(cfg, out=tmp_path / "g")
+    state = torch.load(tmp_path / "g/checkpoints/last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    first = next(v for k, v in state.items() if "encoder" in k and v.ndim == dims + 2)
+    assert first.shape[1] == 2  # the encoder's first convolution sees both channels
