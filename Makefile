@@ -51,7 +51,7 @@ umct-ablation: install sample-data
 	$(BIN)/medssl compare runs/umct/*-s* --baseline umct-single-view --out reports/umct_phantoms.md
 
 # UMCT on MSD Hippocampus (issue 12). The paper recipe and the single-view baseline with 2, 4 and
-# 16 labeled volumes (the rest of the training pool unlabeled), and the one-factor ablation arms
+# 16 labeled volumes (the rest of the training pool unlabeled), then the one-factor ablation arms
 # at 4 labeled; 3 seeds, each drawing its own labeled volumes (data.labeled_seed = seed).
 # Needs the imported dataset (hippo-data). JOBS runs in parallel, one torch thread each.
 HIPPO_DATA ?= sample_data/hippocampus
@@ -65,13 +65,12 @@ $(HIPPO_DATA)/dataset.json: | $(VENV)/.installed
 	$(BIN)/medssl data import-msd ../shared/data/hippocampus_msd $(HIPPO_DATA)
 
 hippo-umct: install hippo-data
-	@for s in $(HU_SEEDS); do \
-	  for n in $(HU_LABELED); do for arm in single_view cotrain_variance; do \
+	@{ for s in $(HU_SEEDS); do for n in $(HU_LABELED); do for arm in single_view cotrain_variance; do \
 	    echo "$(HU_OUT)/$$arm-n$$n-s$$s configs/hippocampus/umct_arms/$$arm.yaml --set name=$$arm-n$$n --set data.num_labeled=$$n --set data.labeled_seed=$$s --set trainer.seed=$$s --set data.root=$(HIPPO_DATA)"; \
-	  done; done; \
-	  for arm in $(HU_ABLATION); do \
+	  done; done; done; \
+	  for s in $(HU_SEEDS); do for arm in $(HU_ABLATION); do \
 	    echo "$(HU_OUT)/$$arm-n4-s$$s configs/hippocampus/umct_arms/$$arm.yaml --set name=$$arm-n4 --set data.num_labeled=4 --set data.labeled_seed=$$s --set trainer.seed=$$s --set data.root=$(HIPPO_DATA)"; \
-	  done; done | MEDSSL=$(BIN)/medssl xargs -P $(JOBS) -L 1 scripts/run_one.sh
+	  done; done; } | MEDSSL=$(BIN)/medssl xargs -P $(JOBS) -L 1 scripts/run_one.sh
 	$(BIN)/python -m medssl.eval.umct_report $(HU_OUT) --out reports/hippocampus_umct.md
 
 # Two-channel phantoms (issue 13): the same supervised recipe with both channels, channel 0 only
