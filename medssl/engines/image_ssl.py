@@ -202,8 +202,10 @@ def resolve_settings(
         kwargs.setdefault(key, value)
     arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else default_arch_kwargs(arch, image_size)
     aug_kw = dict(augment_kwargs or {})
-    for key, value in cls.augment_defaults(image_size, arch_kwargs).items():
-        aug_kw.setdefault(key, value)
+    preset = augment_preset or cls.aug_preset
+    if preset == cls.aug_preset:  # the method's augment_defaults belong to its own recipe (DINO's local crops)
+        for key, value in cls.augment_defaults(image_size, arch_kwargs).items():
+            aug_kw.setdefault(key, value)
     return PretrainSettings(
         method=method, cls=cls, arch=arch, spatial_dims=spatial_dims, in_channels=in_channels,
         image_size=image_size, n_images=n, batch_size=batch_size, epochs=epochs,
@@ -213,7 +215,7 @@ def resolve_settings(
         grad_clip=cls.default_grad_clip(arch) if grad_clip == "auto" else grad_clip,
         num_classes=num_classes if cls.uses_labels else None, precision=precision, channels_last=channels_last,
         seed=seed, method_kwargs=kwargs, label_kwargs=label_kwargs, arch_kwargs=arch_kwargs,
-        augment_preset=augment_preset or cls.aug_preset, augment_kwargs=aug_kw,
+        augment_preset=preset, augment_kwargs=aug_kw,
     )
 
 
@@ -419,7 +421,9 @@ def pretrain_ssl(
         log_every: steps between ``kind: "step"`` log lines (and progress-bar updates).
         augment_preset: a preset of ``medssl.transforms.image_ssl_augment.PRESETS`` for every
             method alike (a benchmark with one shared augmentation); ``None``: the method's own
-            ``aug_preset``.
+            ``aug_preset``. The method's ``augment_defaults`` (DINO's local-crop side) apply to its
+            own preset only; a multi-crop method given a preset without local crops trains on the
+            two global views.
         on_epoch: called after every epoch with its log record plus ``"epochs"`` (the total), e.g.
             for progress lines when there is no progress bar.
 

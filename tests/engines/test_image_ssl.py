@@ -307,8 +307,12 @@ def test_describe_pretraining_covers_the_code_defaults(monkeypatch):
     with monkeypatch.context() as m:  # an engine default
         m.setattr(sp, "DEFAULT_WEIGHT_DECAY", 0.1)
         assert describe()["optimizer"]["weight_decay"] == 0.1
-    # a shared augmentation for every method: the preset named, not the method's
+    # a shared augmentation for every method: the preset named, not the method's; DINO's local-crop
+    # default belongs to its own multi-crop recipe and is not forced onto a two-view preset
     assert describe(augment_preset="simclr")["augment"]["preset"] == "simclr"
+    shared = describe("dino", augment_preset="byol")["augment"]
+    assert shared["preset"] == "byol" and shared["n_local"] == 0
+    assert describe("dino")["augment"]["n_local"] == 8
 
 
 def test_shared_augmentation_and_epoch_callback(tmp_path):
