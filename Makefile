@@ -155,3 +155,17 @@ hippo-contrastive: install hippo-data
 	done; done; done | $(HC_RUN)
 	$(BIN)/python -m medssl.eval.contrastive_report $(HC_OUT) --preset hippocampus --labeled $(HC_LABELED) \
 	  --out $(HC_REPORT)
+
+# MedMNIST SSL with pretraining seeds (issue 12): SimCLR, BYOL, MoCo v3 and random init on BreastMNIST,
+# 3 pretraining seeds x 5 eval seeds, linear + kNN at 1 / 10 / 100 % labels; about 2 h on 2 idle
+# cores (budget in the recipe's comments). Resumes when run again. Copies the report, its plots and
+# results.csv to reports/breastmnist_seeds/.
+MEDMNIST_ROOT ?= ../shared/data/medmnist
+BS_OUT ?= runs/breast_seeds
+BS_THREADS ?= 2
+.PHONY: breast-seeds
+breast-seeds: install
+	MEDMNIST_ROOT=$(MEDMNIST_ROOT) $(BIN)/medssl eval medmnist configs/medmnist/breastmnist_seeds.yaml \
+	  --out $(BS_OUT) --threads $(BS_THREADS) $(BS_ARGS)
+	mkdir -p reports/breastmnist_seeds
+	cp $(BS_OUT)/report.md $(BS_OUT)/results.csv $(BS_OUT)/*.png reports/breastmnist_seeds/

@@ -565,13 +565,21 @@ def test_config_checks_and_list_overrides(tmp_path, fake_root):
 def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[2] / "configs" / "medmnist"
     names = sorted(p.name for p in root.glob("*.yaml"))
-    shipped = {"tiny.yaml", "breastmnist_ssl.yaml", "breastmnist_supervised.yaml", "adrenalmnist3d_supervised.yaml"}
+    shipped = {"tiny.yaml", "breastmnist_ssl.yaml", "breastmnist_supervised.yaml", "adrenalmnist3d_supervised.yaml",
+               "breastmnist_seeds.yaml", "bundele.yaml"}
     assert shipped <= set(names)
     for name in names:
         cfg = load_medmnist_eval_config(root / name)
         assert cfg.pretrain and cfg.datasets
     ssl = load_medmnist_eval_config(root / "breastmnist_ssl.yaml")
     assert {p.method for p in ssl.pretrain} == set(MEDMNIST_SSL_METHODS) - {"supervised"} | {"none"}
+    seeds = load_medmnist_eval_config(root / "breastmnist_seeds.yaml")  # issue 12: 3 pretraining seeds
+    assert {p.method for p in seeds.pretrain} == {"simclr", "byol", "mocov3", "none"}
+    assert all(seeds.seeds_of(p) == [0, 1, 2] for p in seeds.pretrain) and seeds.eval.fractions == [0.01, 0.1, 1.0]
+    bundele = load_medmnist_eval_config(root / "bundele.yaml")  # the benchmark's protocol, for a GPU
+    assert bundele.size == 64 and {p.arch for p in bundele.pretrain} == {"resnet50"}
+    assert {p.augment_preset for p in bundele.pretrain if p.method != "none"} == {"byol"}  # one shared
+    assert bundele.eval.select_on == "acc" and len([p for p in bundele.pretrain if p.method != "none"]) == 8
 
 
 def test_cli_parses_and_calls_worker(tmp_path, fake_root, monkeypatch):
