@@ -257,6 +257,77 @@ def pseudo_label(
     typer.echo(f"manifest: {path}")
 
 
+class _MapDtype(str, Enum):
+    uint8 = "uint8"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class _ProbDtype(str, Enum):
+    float16 = "float16"
+    float32 = "float32"
+
+
+class _Orientation(str, Enum):
+    axial = "axial"
+    coronal = "coronal"
+    sagittal = "sagittal"
+
+
+@app.command("infer")
+def infer(
+    checkpoint: Annotated[Path, typer.Option(help="A medssl segmentation checkpoint (best.ckpt of any method).")],
+    input: Annotated[Path, typer.Option("--input", help=(
+        "A volume file; a folder of NIfTI/NRRD/MHA files (<case>_0000, _0001... for several channels); a folder "
+        "tree of DICOM files (every series is a case); or a CSV 'case,<channel>,...' of paths relative to it."))],
+    output: Annotated[Path, typer.Option(help="Output folder: <case>.nii.gz, <case>_uncertainty.nii.gz, <case>.json, "
+                                              "summary.csv, errors.csv.")],
+    probabilities: Annotated[bool, typer.Option(help="Also write <case>_probs.nii.gz (X, Y, Z, classes).")] = False,
+    probabilities_dtype: Annotated[_ProbDtype, typer.Option(
+        help="float16 is stored as uint16 with scl_slope 1/65535 (NIfTI has no half float).")] = _ProbDtype.float16,
+    uncertainty_dtype: Annotated[_MapDtype, typer.Option(
+        help="uint8: normalised entropy x 255; float16: uint16 with scl_slope 1/65535; float32.")] = _MapDtype.uint8,
+    preview: Annotated[bool, typer.Option(help="Also write <case>.png: mid-slices with label and uncertainty.")] = False,
+    dicom_seg: Annotated[bool, typer.Option(help="DICOM input: also write <case>_seg.dcm referencing the series "
+                                                 "(needs highdicom: pip install medssl[dicom]).")] = False,
+    modality: Annotated[Optional[str], typer.Option(help="DICOM trees: only series of this Modality (CT, MR...).")] = None,
+    min_slices: Annotated[Optional[int], typer.Option(min=1, help="DICOM trees: only series with at least N slices.")] = None,
+    description: Annotated[Optional[str], typer.Option(
+        help="DICOM trees: only series whose SeriesDescription matches this regular expression.")] = None,
+    orientation: Annotated[Optional[_Orientation], typer.Option(
+        help="DICOM trees: only axial, coronal or sagittal series (from ImageOrientationPatient).")] = None,
+    mc_samples: Annotated[Optional[int], typer.Option(min=1, help="MC-dropout passes (default: the run's).")] = None,
+    device: Annotated[str, typer.Option(help="auto (this rank's GPU if any, else CPU), cpu, cuda:0...")] = "auto",
+    force: Annotated[bool, typer.Option(help="Redo cases whose outputs are complete for the same input and model.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on a terminal (plain lines in a log either way).")] = True,
+) -> None:
+    """Segment every case of INPUT with a checkpoint, in each scan's own geometry, with uncertainty.
+
+    Failed cases are listed in OUTPUT/errors.csv and the others go on; the exit code is 1 when any
+    case failed. A rerun skips finished cases. Under torchrun each rank takes every W-th case.
+    """
+    from medssl.inference.case_outputs import OutputOptions
+    from medssl.inference.infer import run_inference
+    from medssl.inference.inputs import SeriesFilter
+
+    options = OutputOptions(probabilities=probabilities, probabilities_dtype=probabilities_dtype.value,
+                            uncertainty_dtype=uncertainty_dtype.value, preview=preview, dicom_seg=dicom_seg)
+    if dicom_seg:
+        try:
+            import highdicom  # noqa: F401
+        except ImportError as exc:
+            raise typer.BadParameter("needs highdicom: pip install 'medssl[dicom]'", param_hint="--dicom-seg") from exc
+    series = SeriesFilter(modality=modality, min_slices=min_slices, description=description,
+                          orientation=orientation.value if orientation else None)
+    result = run_inference(checkpoint, input, output, options=options, series=series, force=force,
+                           mc_samples=mc_samples, device=device, progress=progress, debug=_STATE["debug"])
+    if result.notes and result.rank == 0:
+        typer.echo(f"{len(result.notes)} DICOM series left out by the series options", err=True)
+    typer.echo(result.line(), err=not result.ok)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @app.command("compare")
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Finished run folders (grouped by recipe name).")],

@@ -38,6 +38,9 @@ class Prediction:
         confidence: ``1 - mean(uncertainty)`` over the voxels the fused label or any view calls
             foreground (all voxels when none does).
         volume: the input volume (its geometry is the output's).
+        probabilities: ``(C, X, Y, Z)`` float32 fused class probabilities, kept only when
+            :meth:`Predictor.predict_volume` is asked for them (``None`` otherwise: C float volumes
+            of a large CT are gigabytes).
     """
 
     label: np.ndarray
@@ -45,6 +48,7 @@ class Prediction:
     uncertainty: np.ndarray
     confidence: float
     volume: object
+    probabilities: np.ndarray | None = None
 
     def as_volume(self, array: np.ndarray):
         """``array`` in the input's geometry (a :class:`~medssl.data.volume.Volume`)."""
@@ -180,7 +184,7 @@ class Predictor:
         arrays = align_channels(volumes, case=name, resample=self.resample_channels)
         return torch.from_numpy(np.stack([self.normalise(a, k) for k, a in enumerate(arrays)]))[None]
 
-    def predict_volume(self, volume, seed: int | str | None = None) -> Prediction:
+    def predict_volume(self, volume, seed: int | str | None = None, keep_probabilities: bool = False) -> Prediction:
         """Predict one case; outputs on the grid and geometry of its (first) volume.
 
         Args:
@@ -190,6 +194,7 @@ class Predictor:
                 string such as the case name, hashed), so a case's prediction does not depend on
                 which cases came before it (a resumed job gives what an uninterrupted one gives).
                 ``None`` draws from the global RNG.
+            keep_probabilities: return the fused class probabilities too (:attr:`Prediction.probabilities`).
         """
         import contextlib
         import hashlib
@@ -225,4 +230,5 @@ class Predictor:
         unc = np.clip(unc, 0, 1).astype(np.float32)
         fg = (label > 0) | (view_labels > 0).any(0)
         confidence = float(1.0 - (unc[fg].mean() if fg.any() else unc.mean()))
-        return Prediction(label=label, view_labels=view_labels, uncertainty=unc, confidence=confidence, volume=volume)
+        return Prediction(label=label, view_labels=view_labels, uncertainty=unc, confidence=confidence, volume=volume,
+                          probabilities=probs.astype(np.float32, copy=False) if keep_probabilities else None)
