@@ -322,7 +322,8 @@ def infer(
     result = run_inference(checkpoint, input, output, options=options, series=series, force=force,
                            mc_samples=mc_samples, device=device, progress=progress, debug=_STATE["debug"])
     if result.notes and result.rank == 0:
-        typer.echo(f"{len(result.notes)} DICOM series left out by the series options", err=True)
+        more = f"; ... and {len(result.notes) - 3} more" if len(result.notes) > 3 else ""
+        typer.echo(f"{len(result.notes)} DICOM series left out: " + "; ".join(result.notes[:3]) + more, err=True)
     typer.echo(result.line(), err=not result.ok)
     if not result.ok:
         raise typer.Exit(1)
