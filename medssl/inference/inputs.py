@@ -148,7 +148,11 @@ class CaseInput:
 
     @property
     def is_dicom(self) -> bool:
-        return any(not isinstance(s, Path) or s.is_dir() for s in self.sources)
+        """Whether channel 0 (the outputs' grid, the series a DICOM-SEG references) is a DICOM series."""
+        if not self.sources:
+            return False
+        s = self.sources[0]
+        return not isinstance(s, Path) or s.is_dir()
 
     def files(self) -> list[Path]:
         """Every file the case reads, channel by channel (a DICOM series: all its files, sorted)."""
