@@ -286,7 +286,7 @@ def _fraction_figure(rows: list[dict], title: str, published: dict[str, dict[str
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
     methods = _unique(r["method"] for r in rows)
     kinds = set()
@@ -311,7 +311,8 @@ def _fraction_figure(rows: list[dict], title: str, published: dict[str, dict[str
         ax.set_xlabel("label fraction")
         ax.set_ylabel(METRIC_NAMES[metric])
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7)
     bars = {"pretrain": "sd over pretraining seeds", "eval": "95% CI over eval seeds (one pretraining)"}
     fig.suptitle(f"{title} (error bars: {'; '.join(bars[k] for k in sorted(kinds))})", fontsize=10)
     return _save(fig, path)
