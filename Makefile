@@ -86,7 +86,9 @@ channels-ablation: install $(CH_DATA)/dataset.json
 	  echo "$(CH_OUT)/ch1-s$$s configs/channels/supervised.yaml --set name=supervised-channel-1-only --set data.channels=[1] --set trainer.seed=$$s --set data.root=$(CH_DATA)"; \
 	  echo "$(CH_OUT)/umct-s$$s configs/channels/umct.yaml --set name=umct-both-channels --set trainer.seed=$$s --set data.root=$(CH_DATA)"; \
 	done | MEDSSL=$(BIN)/medssl xargs -P $(JOBS) -L 1 scripts/run_one.sh
-	$(BIN)/medssl compare $(CH_OUT)/*-s* --baseline supervised-both-channels --out reports/channels_phantoms.md
+	$(BIN)/medssl compare $(CH_OUT)/*-s[0-9] --baseline supervised-both-channels --out reports/channels_phantoms.md \
+	  --title "Two-channel phantoms: both channels against one" \
+	  --intro "medssl sample-data --channels 2 (48^3 voxels, 4 labeled training cases, 36 unlabeled, 4 val, 8 test): channel 0 shows every blob, channel 1 only class 1, so only both channels separate the classes. configs/channels/ (300 steps, 32^3 patches, one torch thread); data.channels=[0] or [1] trains the same recipe on one channel. make channels-ablation."
 
 # Global / local contrastive pretraining (Chaitanya et al. 2020) on the phantoms: pretrain once
 # (2D global G^D, then 2D local L^D; add global_3d local_3d to CL_STAGES and local3d to CL_INITS

@@ -334,12 +334,15 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Finished run folders (grouped by recipe name).")],
     out: Annotated[Optional[Path], typer.Option(help="Write the markdown table here.")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Recipe name to compare against.")] = None,
+    title: Annotated[Optional[str], typer.Option(help="A heading above the table (markdown '# TITLE').")] = None,
+    intro: Annotated[Optional[str], typer.Option(help="A paragraph between the heading and the table.")] = None,
 ) -> None:
     """Table of test Dice / HD95 per recipe (checkpoints selected on val): mean ± sd over seeds, difference to a baseline."""
     from medssl.core.atomic import write_atomic_text
     from medssl.eval.compare import compare_runs
 
     table, _ = compare_runs(runs, baseline=baseline)
+    table = "".join([f"# {title}\n\n" if title else "", f"{intro}\n\n" if intro else "", table])
     if out is not None:
         write_atomic_text(out, table)
     typer.echo(table)
