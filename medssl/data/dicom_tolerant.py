@@ -11,7 +11,9 @@ Batch inference over PACS exports must go on instead and report it, so :func:`re
 
 and returns one warning line per fact (counts and positions in mm, never patient data). Everything
 else (mixed orientations or sizes, uneven spacing that is not a gap, undecodable pixels) is the
-error :func:`~medssl.data.dicom.read_series` raises. The slices actually read are returned with
+error :func:`~medssl.data.dicom.read_series` raises. (Not ITK's ``ImageSeriesReader``: given a gap it
+only warns of "non uniform sampling" and stacks the slices at one spacing, which misplaces every
+slice after the gap; the slices are placed here by their own ImagePositionPatient.) The slices actually read are returned with
 their index in the volume, so a DICOM-SEG references exactly the source images it was made from.
 """
 

@@ -130,17 +130,16 @@ def write_map(dest: Path, volume, array: np.ndarray, dtype: str) -> Path:
 def _canonical(array: np.ndarray, volume) -> tuple[np.ndarray, tuple[float, float, float]]:
     """``array`` with its axes permuted and flipped to the closest of LPS (index grows to the
     patient's left, posterior, superior), and the spacing in that order: mid-slices then show
-    in the radiological convention whatever the file's orientation."""
-    d = np.abs(volume.direction)
-    world_of_axis = [int(np.argmax(d[:, a])) for a in range(3)]
-    if sorted(world_of_axis) != [0, 1, 2]:  # an oblique grid with two axes nearest one world axis
-        return array, volume.spacing
-    perm = [world_of_axis.index(w) for w in range(3)]
-    out = np.transpose(array, perm + list(range(3, array.ndim)))
-    for w in range(3):
-        if volume.direction[w, perm[w]] < 0:
-            out = np.flip(out, axis=w)
-    return out, tuple(volume.spacing[a] for a in perm)
+    in the radiological convention whatever the file's orientation (nibabel's orientation tools,
+    given the LPS affine, so that "canonical" means LPS+ rather than RAS+)."""
+    import nibabel.orientations as nio
+
+    ornt = nio.io_orientation(volume.affine_lps)  # row k: (world axis, flip) of array axis k
+    out = nio.apply_orientation(array, ornt)
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (world, _) in enumerate(ornt):
+        spacing[int(world)] = volume.spacing[axis]
+    return out, tuple(spacing)
 
 
 def write_preview(dest: Path, image: np.ndarray, label: np.ndarray, uncertainty: np.ndarray, volume,

@@ -152,7 +152,7 @@ def _prepare(case, writer: CaseWriter, force: bool, debug: bool) -> _Prepared:
     except Exception as exc:  # noqa: BLE001  every data fault becomes one errors.csv line
         if debug and not isinstance(exc, (MedsslError, OSError)):
             raise
-        prep.error = _one_line(exc)
+        prep.error = case.scrub(_one_line(exc))
     return prep
 
 
@@ -242,7 +242,7 @@ def run_cases(predictor, cases: list, out: Path, writer: CaseWriter, force: bool
         except Exception as exc:  # noqa: BLE001
             if debug and not isinstance(exc, (MedsslError, OSError)):
                 raise
-            result.failed.append((case.name, case.display, _one_line(exc)))
+            result.failed.append((case.name, case.display, case.scrub(_one_line(exc))))
             tables.fail(case, result.failed[-1][2])
             bar.update(None)
             return
@@ -274,7 +274,7 @@ def run_cases(predictor, cases: list, out: Path, writer: CaseWriter, force: bool
             except Exception as exc:  # noqa: BLE001
                 if debug and not isinstance(exc, (MedsslError, OSError)):
                     raise
-                result.failed.append((case.name, case.display, _one_line(exc)))
+                result.failed.append((case.name, case.display, case.scrub(_one_line(exc))))
                 tables.fail(case, result.failed[-1][2])
                 bar.update(None)
                 continue

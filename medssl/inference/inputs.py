@@ -137,6 +137,8 @@ class CaseInput:
         root: for DICOM trees, the searched folder.
         error: why the case cannot be predicted, found while listing; ``None`` when it can.
         info: extra facts for the case's JSON (series key, modality, description, slice count).
+        private: the patient's name parts, ID and birth date of a DICOM case, lower-case, to
+            blank out of messages (:meth:`scrub`).
     """
 
     name: str
@@ -145,6 +147,14 @@ class CaseInput:
     root: Path | None = None
     error: str | None = None
     info: dict = field(default_factory=dict)
+    private: tuple[str, ...] = ()
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the case's patient identifiers replaced by ``<patient>`` (a message that
+        quotes a path named after the patient)."""
+        for word in self.private:
+            text = re.sub(re.escape(word), "<patient>", text, flags=re.IGNORECASE)
+        return text
 
     @property
     def is_dicom(self) -> bool:
@@ -294,15 +304,17 @@ def _dicom_cases(root: Path, filt: SeriesFilter) -> tuple[list[CaseInput], list[
         if per_folder[s.folder] > 1:
             base += f"_s{s.series_number}" if s.series_number is not None else ""
         name, where = _safe(base), str(s.folder)
-        idents = _identifiers(s.headers)
-        if any(i in name.lower() or i in where.lower() for i in idents):
-            name, where = _safe(s.key if s.key.startswith("series-") else "series-" + hashlib.sha1(s.key.encode()).hexdigest()[:12]), f"{root}/<folder named after the patient>"
+        private = _identifiers(s.headers)
+        if any(i in name.lower() or i in where.lower() for i in private):
+            # the folder is named after the patient: name the case by a hash of its series key
+            name = "series-" + hashlib.sha1(s.key.encode()).hexdigest()[:12]
+            where = "<DICOM folder not shown: its path holds the patient's name, ID or birth date>"
         if name in names:
             name = f"{name}_{hashlib.sha1(s.key.encode()).hexdigest()[:8]}"
         names.add(name)
         info = {"series_key": s.key, "modality": s.modality, "description": s.description,
                 "n_files": s.n_slices, "orientation": series_orientation(s.headers[0])}
-        cases.append(CaseInput(name, [s], where, root=root, info=info))
+        cases.append(CaseInput(name, [s], where, root=root, info=info, private=tuple(sorted(private))))
     return cases, skipped
 
 

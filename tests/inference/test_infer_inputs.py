@@ -85,6 +85,10 @@ def test_dicom_case_named_after_the_patient_is_renamed(shared_data: Path, tmp_pa
     shutil.copytree(shared_data / "dicom" / "ct_3slice_with_seg" / "series", tmp_path / "JANCT000_99000")
     (case,), _ = find_cases(tmp_path, 1)
     assert "99000" not in case.name and "JANCT" not in case.name and "99000" not in case.display
+    assert case.name.startswith("series-") and case.sources[0].n_slices == 3
+    (case,), _ = find_cases(tmp_path / "JANCT000_99000", 1)  # the user's own root named so: not shown either
+    assert "99000" not in case.name + case.display
+    assert case.scrub(f"{tmp_path}/JANCT000_99000: has a gap") == f"{tmp_path}/<patient>_<patient>: has a gap"
 
 
 def _copy_series(shared_data: Path, dest: Path, files: list[str]) -> Path:
