@@ -377,7 +377,8 @@ def find_cases(path: str | Path, num_channels: int = 1, series: SeriesFilter | N
         cases = _csv_cases(path, num_channels)
     elif path.is_file():
         if file_format(path) is None:
-            raise DataError("is neither a volume file (NIfTI, NRRD, MHA), a folder nor a .csv list of cases", path)
+            raise DataError("is neither a volume file (NIfTI, NRRD, MHA), a folder nor a .csv list of cases "
+                            "(for DICOM, give the folder of the series, or a folder above several)", path)
         cases = _group_channels([path], num_channels) if num_channels > 1 else [CaseInput(strip_suffix(path), [path], str(path))]
     else:
         files = _volume_files(path)
