@@ -86,3 +86,15 @@ def test_stack_and_unstack_round_trip():
     assert all(torch.equal(back[:, i], x) for i in range(3))
     with pytest.raises(ValueError, match="cubic"):
         stack_views(torch.zeros(1, 1, 8, 8, 4), views)
+
+
+def test_views_permute_space_never_channels():
+    """A 2-channel patch: view i's block of the stacked input holds channel 0 then channel 1, each
+    permuted in space exactly as a one-channel patch would be."""
+    views = make_views(3)
+    x = torch.randn(2, 2, 8, 8, 8)
+    stacked = stack_views(x, views)
+    assert stacked.shape == (2, 6, 8, 8, 8)
+    for i, v in enumerate(views):
+        for c in range(2):
+            assert torch.equal(stacked[:, 2 * i + c], v.apply(x[:, c:c + 1])[:, 0])
