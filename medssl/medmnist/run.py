@@ -2,11 +2,12 @@
 
 One call of :func:`run_medmnist_eval` runs a whole :class:`~medssl.medmnist.config.MedMNISTEvalConfig`:
 
-1. **Backbones** (:mod:`medssl.medmnist.backbone_provider`): for every eval dataset and every
-   ``pretrain`` entry, random weights, a checkpoint, or SSL pretraining on the train split(s).
+1. **Backbones** (:mod:`medssl.medmnist.backbone_provider`): for every eval dataset, every
+   ``pretrain`` entry and every pretraining seed, random weights, a checkpoint, or SSL pretraining
+   on the train split(s).
 2. **Features.** Each backbone's pooled features of each split are computed once and cached in
-   ``out/features/<entry>__<tag>__<dataset>_<size>_<split>.pt`` (atomic; recomputed when the
-   backbone's fingerprint changes). Images are converted to the backbone's input channels
+   ``out/features/<entry>__s<pretraining seed>__<tag>__<dataset>_<size>_<split>.pt`` (atomic;
+   recomputed when the backbone's fingerprint changes). Images are converted to the backbone's input channels
    (:func:`~medssl.medmnist.channels.adapt_channels`) and scaled to [0, 1]; the backbone wrapper
    normalises them as in pretraining, also when fine-tuning.
 3. **Records.** For every pretraining seed of the entry (``pretrain_seeds`` / the entry's
