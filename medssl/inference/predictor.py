@@ -88,6 +88,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         resample_channels: bool = False,
         plan=None,
+        max_stitch_bytes: int = 2**30,
     ):
         self.model = model
         self.roi_size = tuple(int(r) for r in roi_size)
@@ -95,6 +96,7 @@ class Predictor:
         self.intensity = intensity if isinstance(intensity, str) else tuple(intensity)
         self.ct_window, self.resample_channels = tuple(ct_window), bool(resample_channels)
         self.plan = plan  # a DatasetPlan: predict on its grid, outputs mapped back to each scan's own
+        self.max_stitch_bytes = int(max_stitch_bytes)
         self.precision, self.mc_samples = precision, int(mc_samples)
         self.device = torch.device(device)
 
@@ -207,28 +209,93 @@ class Predictor:
         if isinstance(seed, str):
             seed = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little") >> 1
         ctx = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])
+        planned = self.plan is not None
         with ctx:
             if seed is not None:
                 torch.manual_seed(int(seed))
-            out = self.window_outputs(x)
-        probs = out["probs"][0].float().cpu().numpy()
-        views = out["views"][0].float().cpu().numpy() if "views" in out else None
-        unc = out["uncertainty"][0, 0].clamp(0, 1).float().cpu().numpy()
-        if self.plan is not None:  # probabilities back to the scan's own grid, THEN the argmax
+            # on a planned grid the probabilities are kept whole (they are mapped back below)
+            out = self.stitch(x, keep_probabilities=keep_probabilities or planned)
+        del x
+        label, view_labels, unc, probs = out["label"], out["view_labels"], out["uncertainty"], out["probabilities"]
+        if planned:  # probabilities back to the scan's own grid, THEN the argmax (one class at a time)
             from medssl.data.resample import GridMap, from_grid
 
             grid, gm = volumes[0], GridMap(**volumes[0].meta["grid_map"])
-            probs = from_grid(probs, grid, gm, order=1)
+            label, probs = _argmax_back(probs, grid, gm, keep_probabilities)
             unc = from_grid(unc, grid, gm, order=1)
-            if views is not None:
-                views = np.stack([from_grid(v, grid, gm, order=1) for v in views])
-        label = probs.argmax(0).astype(np.uint8)
-        if views is not None:
-            view_labels = views.argmax(1).astype(np.uint8)
-        else:
-            view_labels = np.zeros((0, *label.shape), np.uint8)
-        unc = np.clip(unc, 0, 1).astype(np.float32)
+            if len(view_labels):  # each view's label map, nearest neighbour (its probabilities are not kept)
+                view_labels = np.stack([from_grid(v, grid, gm, order=0) for v in view_labels])
+            else:
+                view_labels = np.zeros((0, *label.shape), np.uint8)
+        unc = np.clip(unc, 0, 1).astype(np.float32, copy=False)
         fg = (label > 0) | (view_labels > 0).any(0)
         confidence = float(1.0 - (unc[fg].mean() if fg.any() else unc.mean()))
         return Prediction(label=label, view_labels=view_labels, uncertainty=unc, confidence=confidence, volume=volume,
-                          probabilities=probs.astype(np.float32, copy=False) if keep_probabilities else None)
+                          probabilities=probs if keep_probabilities else None)
+
+    def stitch(self, x: torch.Tensor, keep_probabilities: bool = False) -> dict:
+        """:meth:`window_outputs` of one volume ``(1, C, X, Y, Z)``, reduced as it goes, in memory
+        bounded by ``max_stitch_bytes``.
+
+        A large volume is cut into slabs along z; each slab is stitched with ``roi_z // 4``
+        slices of context on either side (windows then never end at a slab border inside the
+        volume), and only its centre is kept, reduced at once to the fused label (uint8), each
+        view's label (uint8) and the uncertainty (float32); the fused probabilities are kept
+        (float32) only when asked. So a 512 x 512 x 600 CT never holds the float output of every
+        class and view at once. A volume whose stitched output fits in the budget is one slab:
+        exactly what :meth:`window_outputs` gives.
+
+        Returns:
+            ``{"label": (X, Y, Z) uint8, "view_labels": (N, X, Y, Z) uint8, "uncertainty":
+            (X, Y, Z) float32, "probabilities": (K, X, Y, Z) float32 or None}``.
+        """
+        k, n = len(self.class_names), self.num_views
+        spatial = tuple(int(v) for v in x.shape[2:])
+        depth_total = spatial[-1]
+        channels = k + n * k + 1
+        # MONAI's stitching holds the output and a count map of the slab, float32 each
+        per_slice = (channels + 1) * 4 * int(np.prod(spatial[:-1]))
+        margin = max(1, self.roi_size[-1] // 4)
+        if per_slice * depth_total <= self.max_stitch_bytes:
+            depth = depth_total
+        else:
+            depth = max(self.roi_size[-1], self.max_stitch_bytes // per_slice - 2 * margin)
+        label = np.zeros(spatial, np.uint8)
+        views = np.zeros((n, *spatial), np.uint8)
+        unc = np.zeros(spatial, np.float32)
+        probs = np.zeros((k, *spatial), np.float32) if keep_probabilities else None
+        for z0 in range(0, depth_total, depth):
+            z1 = min(depth_total, z0 + depth)
+            a, b = (0, depth_total) if depth >= depth_total else (max(0, z0 - margin), min(depth_total, z1 + margin))
+            out = self.window_outputs(x[..., a:b])
+            keep = slice(z0 - a, z1 - a)
+            p = out["probs"][0, ..., keep].float()
+            label[..., z0:z1] = p.argmax(0).cpu().numpy()
+            if probs is not None:
+                probs[..., z0:z1] = p.cpu().numpy()
+            if n:
+                views[..., z0:z1] = out["views"][0, ..., keep].argmax(1).cpu().numpy()
+            unc[..., z0:z1] = out["uncertainty"][0, 0, ..., keep].clamp(0, 1).float().cpu().numpy()
+            del out, p
+        return {"label": label, "view_labels": views, "uncertainty": unc, "probabilities": probs}
+
+
+def _argmax_back(probs: np.ndarray, grid, gm, keep: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The label on the scan's own grid from class probabilities on the planned grid: each class
+    is resampled back in turn and a running maximum kept, so the native grid never holds more
+    than two float volumes (plus all K when ``keep``, for the probability output)."""
+    from medssl.data.resample import from_grid
+
+    best = label = None
+    kept = [] if keep else None
+    for c in range(probs.shape[0]):
+        pc = from_grid(probs[c], grid, gm, order=1).astype(np.float32, copy=False)
+        if kept is not None:
+            kept.append(pc)
+        if best is None:
+            best, label = pc.copy(), np.zeros(pc.shape, np.uint8)
+        else:
+            better = pc > best
+            label[better] = c
+            best[better] = pc[better]
+    return label, (np.stack(kept) if kept is not None else None)
