@@ -14,6 +14,9 @@ stitched with MONAI's Gaussian-weighted sliding window. Written in the input geo
   ``1 - mean(normalised entropy)`` over the voxels that the fused label or any view calls
   foreground (all voxels if none), i.e. how sure the models are where it matters.
 
+The loop is the batch engine's (:func:`medssl.inference.infer.run_cases`: read-ahead and
+write-behind threads, ``summary.csv`` / ``errors.csv``, a faulty case recorded and the others
+done); this module adds the dataset's cases and a writer of the export layout and the manifest.
 The job resumes: cases already in the manifest with their files present are skipped, and the
 manifest is rewritten atomically after every case. It resumes only an export of the same
 checkpoint (sha256) and the same dataset split (fingerprint of its labels and image names and
@@ -24,11 +27,14 @@ the cache folder (``$MEDSSL_CACHE``), never written into the dataset.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medssl.errors import DataError
+from medssl.inference.case_outputs import CaseWriter
+from medssl.inference.inputs import CaseInput, LoadedCase
 
 
 def export_pseudo_labels(
@@ -47,14 +53,11 @@ def export_pseudo_labels(
         DataError: bad checkpoint or dataset, labels that differ, no cases, or ``out`` holding
             another checkpoint's or dataset's export (without ``force``).
     """
-    from tqdm.auto import tqdm
-
     from medssl.core.runtime import interactive, tune_allocator
     from medssl.data.cache import VolumeCache, default_cache_dir
     from medssl.data.dataset import list_cases, read_dataset_json
-    from medssl.data.io import write_volume
     from medssl.inference.load import load_predictor
-    from medssl.inference.review_manifest import ReviewCase, ReviewManifest, sha256_file
+    from medssl.inference.review_manifest import ReviewManifest, sha256_file
 
     tune_allocator()
     predictor = load_predictor(checkpoint, mc_samples=mc_samples)
@@ -96,12 +99,60 @@ def export_pseudo_labels(
     manifest.checkpoint_sha256, manifest.dataset_fingerprint = ckpt_sha, fingerprint
     manifest.cases = [c for c in manifest.cases if manifest.resolve(c.label).is_file()]
     done = {c.name for c in manifest.cases}
-    cache = VolumeCache(volume_cache)
-    n = predictor.num_views
-    for case in tqdm([c for c in cases if c.name not in done], desc="pseudo-labels", disable=not interactive(progress)):
-        vols = [cache.get(p).volume() for p in case.images]
-        vol = vols[0]  # the reference grid: outputs follow channel 0
-        pred = predictor.predict_volume(vols, seed=case.name)  # MC masks: a function of the case
+    from medssl.inference.infer import run_cases
+
+    writer = _ManifestWriter(manifest, predictor.num_views, {c.name: c for c in cases})
+    inputs = [_DatasetCase(name=c.name, sources=list(c.images), display=str(c.image), cache=VolumeCache(volume_cache))
+              for c in cases]
+    result = run_cases(predictor, inputs, out, writer, progress=progress)
+    if not manifest_path.exists():
+        manifest.write()
+    if result.failed:
+        raise DataError(f"{len(result.failed)} of {len(inputs)} case(s) failed (errors.csv lists them; the others "
+                        f"are in the manifest): {result.failed[0][0]}: {result.failed[0][2]}", out)
+    return manifest_path
+
+
+@dataclass
+class _DatasetCase(CaseInput):
+    """A dataset case for the batch engine: read through the volume cache (memory maps), and
+    recognised as finished by the manifest, so its key is the files' size and mtime (cheap)."""
+
+    cache: object = None
+
+    def read(self) -> LoadedCase:
+        return LoadedCase([self.cache.get(p).volume() for p in self.sources])
+
+    def sha256(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in self.sources:
+            st = Path(p).stat()
+            h.update(f"{Path(p).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+
+class _ManifestWriter(CaseWriter):
+    """The pseudo-label export's outputs: labels/, views/, uncertainty/ and the review manifest,
+    rewritten atomically after every case (the engine calls it from one writer thread)."""
+
+    def __init__(self, manifest, num_views: int, cases: dict):
+        self.manifest, self.num_views, self.cases = manifest, num_views, cases
+        self.done = {c.name for c in manifest.cases}
+
+    @property
+    def keep_probabilities(self) -> bool:
+        return False
+
+    def finished(self, case, input_sha256: str) -> dict | None:
+        return {"case": case.name} if case.name in self.done else None
+
+    def write(self, case, loaded, pred, input_sha256: str, timings: dict, extra: dict | None = None) -> dict:
+        from medssl.data.io import write_volume
+        from medssl.inference.review_manifest import ReviewCase
+
+        out, n, src = self.manifest.path.parent, self.num_views, self.cases[case.name]
         rel = {
             "label": f"labels/{case.name}.nii.gz",
             "views": [f"views/{case.name}_view{i}.nii.gz" for i in range(n)],
@@ -111,17 +162,16 @@ def export_pseudo_labels(
         for i in range(n):
             write_volume(pred.as_volume(pred.view_labels[i]), out / rel["views"][i])
         write_volume(pred.as_volume(pred.uncertainty), out / rel["uncertainty"])
-        voxel_ml = float(np.prod(vol.spacing)) / 1000.0
-        manifest.put(ReviewCase(
-            name=case.name, image=str(case.image.resolve()), channels=[str(p.resolve()) for p in case.channels],
+        voxel_ml = float(np.prod(pred.volume.spacing)) / 1000.0
+        self.manifest.put(ReviewCase(
+            name=case.name, image=str(src.image.resolve()), channels=[str(p.resolve()) for p in src.channels],
             **rel, confidence=round(pred.confidence, 4),
             mean_uncertainty=round(float(pred.uncertainty.mean()), 4),
             foreground_ml=round(float((pred.label > 0).sum()) * voxel_ml, 3),
         ))
-        manifest.write()
-    if not manifest_path.exists():
-        manifest.write()
-    return manifest_path
+        self.manifest.write()
+        self.done.add(case.name)
+        return {"case": case.name, "confidence": round(pred.confidence, 4), "timings_s": timings}
 
 
 def dataset_fingerprint(spec, cases) -> str:

@@ -69,3 +69,18 @@ def test_same_export_resumes_and_outputs_are_readable_by_the_team(two_checkpoint
     for f in [path, m.resolve(m.cases[0].label), m.resolve(m.cases[0].uncertainty)]:
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f  # the umask's mode, not mkstemp's 0600
     assert export_pseudo_labels(a, tiny_data, tmp_path / "pl", progress=False) == path
+
+
+def test_a_broken_case_is_recorded_and_the_others_are_done(two_checkpoints, tiny_data, tmp_path):  # noqa: F811
+    """Through the batch engine: with the checks skipped, an unreadable image goes to errors.csv,
+    every other case is pseudo-labelled, and the export ends with one clear error."""
+    a, _ = two_checkpoints
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    broken = sorted((data / "imagesUnlabeled").iterdir())[0]
+    broken.write_bytes(b"not a nifti")
+    with pytest.raises(DataError, match=r"1 of 2 case\(s\) failed"):
+        export_pseudo_labels(a, data, tmp_path / "pl", progress=False, skip_checks=True)
+    manifest = ReviewManifest.read(tmp_path / "pl" / "manifest.json")
+    assert [c.name for c in manifest.cases] == [sorted((data / "imagesUnlabeled").iterdir())[1].name[:-12]]
+    assert broken.name[:-12] in (tmp_path / "pl" / "errors.csv").read_text()
