@@ -296,6 +296,9 @@ def infer(
         help="DICOM trees: only series whose SeriesDescription matches this regular expression.")] = None,
     orientation: Annotated[Optional[_Orientation], typer.Option(
         help="DICOM trees: only axial, coronal or sagittal series (from ImageOrientationPatient).")] = None,
+    channel_description: Annotated[Optional[list[str]], typer.Option(
+        help="DICOM trees, multi-channel models: one SeriesDescription regex per channel, in channel order "
+             "(--channel-description t1 --channel-description t2); each study becomes one case.")] = None,
     mc_samples: Annotated[Optional[int], typer.Option(min=1, help="MC-dropout passes (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="auto (this rank's GPU if any, else CPU), cpu, cuda:0...")] = "auto",
     force: Annotated[bool, typer.Option(help="Redo cases whose outputs are complete for the same input and model.")] = False,
@@ -318,7 +321,8 @@ def infer(
         except ImportError as exc:
             raise typer.BadParameter("needs highdicom: pip install 'medssl[dicom]'", param_hint="--dicom-seg") from exc
     series = SeriesFilter(modality=modality, min_slices=min_slices, description=description,
-                          orientation=orientation.value if orientation else None)
+                          orientation=orientation.value if orientation else None,
+                          channels=tuple(channel_description or ()))
     result = run_inference(checkpoint, input, output, options=options, series=series, force=force,
                            mc_samples=mc_samples, device=device, progress=progress, debug=_STATE["debug"])
     if result.notes and result.rank == 0:

@@ -78,14 +78,23 @@ class SeriesFilter:
         description: keep series whose SeriesDescription matches this regular expression
             (``re.search``, case-insensitive).
         orientation: keep ``"axial"``, ``"coronal"`` or ``"sagittal"`` series only.
+        channels: for a multi-channel model, one SeriesDescription regular expression per channel
+            (``("t1", "t2")``): each study (StudyInstanceUID, else folder) becomes one case whose
+            channel k is its one series matching expression k.
     """
 
     modality: str | None = None
     min_slices: int | None = None
     description: str | None = None
     orientation: str | None = None
+    channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.channels = tuple(self.channels or ())
+        try:
+            self._channel_regex = [re.compile(c, re.IGNORECASE) for c in self.channels]
+        except re.error as exc:
+            raise DataError(f"--channel-description: not a valid regular expression ({exc})") from exc
         if self.description is not None:
             try:
                 self._regex = re.compile(self.description, re.IGNORECASE)
@@ -352,6 +361,35 @@ def _csv_cases(path: Path, num_channels: int) -> list[CaseInput]:
     return cases
 
 
+def _dicom_studies(series_cases: list[CaseInput], filt: SeriesFilter) -> list[CaseInput]:
+    """One case per study from one-series cases: channel k is the study's series whose
+    SeriesDescription matches ``filt.channels[k]`` (exactly one, else the case's error)."""
+    studies: dict[str, list[CaseInput]] = {}
+    for c in series_cases:
+        s = c.sources[0]
+        uid = str(s.headers[0].get("StudyInstanceUID") or "") if s.headers else ""
+        studies.setdefault(uid or f"folder:{s.folder.parent}", []).append(c)
+    out = []
+    for members in studies.values():
+        first = members[0]
+        name = _safe("_".join(first.name.split("_")[:-1]) or first.name) if len(members) > 1 else first.name
+        picked, problems = [], []
+        for k, (rule, regex) in enumerate(zip(filt.channels, filt._channel_regex)):
+            hits = [m for m in members if regex.search(m.sources[0].description or "")]
+            if len(hits) != 1:
+                problems.append(f"channel {k} ({rule!r}): {len(hits)} matching series")
+            else:
+                picked.append(hits[0])
+        case = CaseInput(name, [m.sources[0] for m in picked], first.display, root=first.root,
+                         info={"series": [m.info for m in picked]},
+                         private=tuple(sorted({p for m in members for p in m.private})))
+        if problems:
+            descs = ", ".join(repr(m.sources[0].description) for m in members)
+            case.error = "the study's series (" + descs + ") do not give one per channel: " + "; ".join(problems)
+        out.append(case)
+    return out
+
+
 def find_cases(path: str | Path, num_channels: int = 1, series: SeriesFilter | None = None) -> tuple[list[CaseInput], list[str]]:
     """The cases of an inference input (module docstring).
 
@@ -386,10 +424,16 @@ def find_cases(path: str | Path, num_channels: int = 1, series: SeriesFilter | N
             cases = _group_channels(files, num_channels)
         else:
             cases, notes = _dicom_cases(path, filt)
-            if num_channels != 1:
+            if filt.channels:
+                if len(filt.channels) != num_channels:
+                    raise DataError(f"{len(filt.channels)} --channel-description rule(s) for a model of "
+                                    f"{num_channels} channel(s)")
+                cases = _dicom_studies(cases, filt)
+            elif num_channels != 1:
                 for c in cases:
-                    c.error = (f"a DICOM series is one channel; the model takes {num_channels}: list the channels' "
-                               "series folders in a CSV (case,<channel>,...)")
+                    c.error = (f"a DICOM series is one channel; the model takes {num_channels}: give one "
+                               "--channel-description per channel, or list the channels' series folders in a CSV "
+                               "(case,<channel>,...)")
     seen: set[str] = set()
     for c in cases:
         if c.name in seen and c.error is None:
