@@ -160,9 +160,10 @@ def build_report(root: Path, ablation_n: int = 4, png_name: str | None = None) -
     steps = sorted({r["steps"] for r in every if r["steps"] is not None})
     wall = [r["wall_time_s"] for r in every if r["wall_time_s"] is not None]
     lines += ["## Budget", "",
-              f"{len(every)} runs, {', '.join(map(str, steps))} steps each, one torch thread per run on a 2-core CPU, "
-              f"two runs at a time: {sum(wall) / 3600:.2f} h of run time in all (median {statistics.median(wall) / 60:.1f} "
-              "min per run, validation and the final test included)." if wall else "no timings recorded", ""]
+              f"{len(every)} runs, {', '.join(map(str, steps))} steps each, one torch thread per run on a 2-core CPU "
+              f"shared with other jobs: {sum(wall) / 3600:.2f} h of run time in all (median {statistics.median(wall) / 60:.1f} "
+              "min per run, validation and the final test included; with several runs per core the wall time "
+              "overstates the compute)." if wall else "no timings recorded", ""]
     return "\n".join(lines) + "\n"
 
 
