@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,28 +118,11 @@ def collect(root: Path, labeled: list[int], preset: str = "phantoms") -> dict[st
 
 
 def plot(table: dict, labeled: list[int], path: Path, preset: str = "phantoms") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Test Dice against N per initialisation (:func:`medssl.eval.plots.dice_vs_labeled`)."""
+    from medssl.eval.plots import dice_vs_labeled
 
     names = PRESETS[preset].inits
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for init, row in table.items():
-        ns = [n for n in labeled if row[n]]
-        means = [statistics.mean(row[n]) for n in ns]
-        sds = [statistics.stdev(row[n]) if len(row[n]) > 1 else 0.0 for n in ns]
-        ax.errorbar(ns, means, yerr=sds, marker="o", capsize=3, label=names[init])
-    ax.set_xlabel("labeled training volumes")
-    ax.set_ylabel("test Dice (mean over classes)")
-    ax.set_xticks(labeled)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    dice_vs_labeled({names[init]: {n: row[n] for n in labeled} for init, row in table.items()}, path)
 
 
 def _stage_lines(root: Path, p: Preset) -> tuple[list[str], float]:
