@@ -235,16 +235,23 @@ def run_cases(predictor, cases: list, out: Path, writer: CaseWriter, force: bool
     tables.write()
     bar = CaseProgress(len(mine), bar=interactive(progress), label="infer" if world == 1 else f"infer rank {rank}")
 
+    def record_failure(case, reason: str) -> None:
+        result.failed.append((case.name, case.display, reason))
+        tables.fail(case, reason)
+        bar.update(None)
+
+    def failed(case, exc: BaseException) -> None:
+        """One errors.csv line for ``exc``; with ``debug``, an unexpected exception propagates."""
+        if debug and not isinstance(exc, (MedsslError, OSError)):
+            raise exc
+        record_failure(case, case.scrub(_one_line(exc)))
+
     def finish_write(job) -> None:
         case, future, t_predict = job
         try:
             record = future.result()
         except Exception as exc:  # noqa: BLE001
-            if debug and not isinstance(exc, (MedsslError, OSError)):
-                raise
-            result.failed.append((case.name, case.display, case.scrub(_one_line(exc))))
-            tables.fail(case, result.failed[-1][2])
-            bar.update(None)
+            failed(case, exc)
             return
         result.done.append(case.name)
         tables.add(summary_row(record, "done"))
@@ -258,9 +265,7 @@ def run_cases(predictor, cases: list, out: Path, writer: CaseWriter, force: bool
             prep = nxt.result()
             nxt = reader.submit(_prepare, mine[i + 1], writer, force, debug) if i + 1 < len(mine) else None
             if prep.error is not None:
-                result.failed.append((case.name, case.display, prep.error))
-                tables.fail(case, prep.error)
-                bar.update(None)
+                record_failure(case, prep.error)
                 continue
             if prep.record is not None:
                 result.skipped.append(case.name)
@@ -272,11 +277,7 @@ def run_cases(predictor, cases: list, out: Path, writer: CaseWriter, force: bool
                 pred = predictor.predict_volume(prep.loaded.volumes, seed=case.name,
                                                 keep_probabilities=writer.keep_probabilities)
             except Exception as exc:  # noqa: BLE001
-                if debug and not isinstance(exc, (MedsslError, OSError)):
-                    raise
-                result.failed.append((case.name, case.display, case.scrub(_one_line(exc))))
-                tables.fail(case, result.failed[-1][2])
-                bar.update(None)
+                failed(case, exc)
                 continue
             t_predict = time.perf_counter() - t0
             timings = {**prep.timings, "predict": t_predict}
