@@ -81,7 +81,7 @@ def test_finetune_recipes_2d_paper_and_3d_option():
 
 def test_make_target_runs_the_issue_grid():
     text = (ROOT / "Makefile").read_text()
-    target = text[text.index("hippo-contrastive: "):]
+    target = text[text.index("hippo-contrastive: "):].split("\n\n")[0]  # the recipe: up to the next blank line
     assert re.search(r"^HC_SEEDS \?= 0 1 2$", text, re.M) and re.search(r"^HC_LABELED \?= 1 2 5$", text, re.M)
     assert re.search(r"^HC_ARMS \?= random global_gr global_gd local_lr local_ld$", text, re.M)
     assert "scripts/run_one.sh" in text and "xargs -P $(JOBS) -L 1" in text
@@ -93,4 +93,4 @@ def test_make_target_runs_the_issue_grid():
     assert "--set data.labeled_seed=$$s --set trainer.seed=$$s" in target
     assert "--preset hippocampus" in target and "reports/hippocampus_contrastive.md" in text
     # appended at the end of the Makefile
-    assert text.rstrip().endswith("--out $(HC_REPORT)")
+    assert target.rstrip().endswith("--out $(HC_REPORT)")
