@@ -95,16 +95,17 @@ def _delta_cell(d: list[float]) -> str:
 
 
 def _verdict(gain: list[float], label: str) -> str:
-    if len(gain) < 2:
-        return f"{label}: too few paired seeds to say"
+    n = len(gain)
+    if n < 2:
+        return f"{label}: too few paired seeds to say (n={n})"
     mean, sd = statistics.mean(gain), statistics.stdev(gain)
     if mean > 0 and all(g > 0 for g in gain):
-        return f"{label}: **reproduced** (+{mean:.3f} Dice, better in every seed)"
+        return f"{label}: **reproduced** (+{mean:.3f} Dice, better in every seed, n={n})"
     if mean > sd:
-        return f"{label}: reproduced on average (+{mean:.3f} ± {sd:.3f}), not in every seed"
+        return f"{label}: reproduced on average (+{mean:.3f} ± {sd:.3f}, n={n}), not in every seed"
     if mean > 0:
-        return f"{label}: **not reproduced** (+{mean:.3f} ± {sd:.3f}: within the seed spread)"
-    return f"{label}: **not reproduced** ({mean:+.3f} ± {sd:.3f})"
+        return f"{label}: **not reproduced** (+{mean:.3f} ± {sd:.3f}, n={n}: within the seed spread)"
+    return f"{label}: **not reproduced** ({mean:+.3f} ± {sd:.3f}, n={n})"
 
 
 def build_report(root: Path, ablation_n: int = 4, png_name: str | None = None) -> str:

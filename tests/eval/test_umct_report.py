@@ -37,7 +37,7 @@ def test_paired_gains_verdicts_and_ablation(tmp_path):
     text = build_report(tmp_path, ablation_n=4)
     gains = [paper[s] - single[s] for s in range(3)]
     assert f"+{statistics.mean(gains):.3f} ± {statistics.stdev(gains):.3f} (3/3 seeds > 0: +0.050 +0.060 +0.020)" in text
-    assert "N = 4: UMCT beats a single-view network: **reproduced**" in text
+    assert "N = 4: UMCT beats a single-view network: **reproduced** (+0.043 Dice, better in every seed, n=3)" in text
     assert "N = 4: UMCT beats a 3-network supervised ensemble: **not reproduced**" in text
     # the ablation's delta is to the PREVIOUS arm: ensemble - single, then paper - ensemble
     assert "-0.003 ± 0.012 (1/3 seeds > 0: -0.010 -0.010 +0.010)" in text
