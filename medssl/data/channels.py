@@ -24,20 +24,13 @@ log = logging.getLogger(__name__)
 __all__ = ["align_channels", "geometry_difference", "resample_to"]
 
 
-def geometry_difference(ref: Volume, other: Volume) -> str | None:
-    """``None`` when ``other`` lies on ``ref``'s grid, else a short description of how it differs."""
-    if ref.same_geometry(other):
-        return None
-    parts = []
-    if ref.shape != other.shape:
-        parts.append(f"shape {ref.shape} vs {other.shape}")
-    if not np.allclose(ref.spacing, other.spacing, atol=1e-3):
-        parts.append(f"spacing {tuple(round(s, 4) for s in ref.spacing)} vs {tuple(round(s, 4) for s in other.spacing)} mm")
-    if not np.allclose(ref.origin, other.origin, atol=1e-3):
-        parts.append(f"origin {tuple(round(o, 3) for o in ref.origin)} vs {tuple(round(o, 3) for o in other.origin)} mm")
-    if not np.allclose(ref.direction, other.direction, atol=1e-4):
-        parts.append("direction differs")
-    return "; ".join(parts)
+def geometry_difference(ref: Volume, other: Volume, k: int = 1) -> str | None:
+    """``None`` when channel ``k`` (``other``) lies on channel 0's grid (``ref``), else how it
+    differs, in the words of ``medssl data check`` (:func:`medssl.data.check._geometry_differences`)."""
+    from medssl.data.check import _geometry_differences
+
+    diffs = _geometry_differences(ref, other, ("channel 0", f"channel {k}"))
+    return "; ".join(diffs) if diffs else None
 
 
 def resample_to(vol: Volume, ref: Volume) -> np.ndarray:
@@ -69,7 +62,7 @@ def align_channels(
     ref = volumes[0]
     out = [ref.array]
     for k, vol in enumerate(volumes[1:], start=1):
-        diff = geometry_difference(ref, vol)
+        diff = geometry_difference(ref, vol, k)
         where = paths[k] if paths is not None else None
         if diff is None:
             out.append(vol.array)
