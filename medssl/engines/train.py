@@ -14,7 +14,11 @@ Run folder layout::
     OUT/checkpoints/best.ckpt  best mean validation Dice so far (the val split)
     OUT/metrics.jsonl          training loss / LR every log_every steps, and every validation
     OUT/metrics.json           {"val": last validation, "best": the selected step, "test": the
-                               selected checkpoint on the test split (read once)}
+                               selected checkpoint on the test split (read once), "reviewed":
+                               the reviewed cases trained on, with data.extra_labels}
+    OUT/reviewed_cases.json    with data.extra_labels: the manifest and its accepted / edited
+                               cases trained on (names, label files and their sha256), written
+                               beside config.yaml before training
 """
 
 from __future__ import annotations
@@ -302,6 +306,17 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
         print(f"cases: {len(splits.train)} train, {len(splits.val)} val ({splits.val_source}), "
               f"{len(splits.test)} test (evaluated once, at the end)")
 
+    reviewed = None
+    if cfg.data.extra_labels is not None and not pretrain:  # which reviewed labels this run trained on
+        from medssl.core.jsonfile import write_json
+        from medssl.inference.review_manifest import reviewed_provenance
+
+        reviewed = reviewed_provenance(cfg.data.extra_labels)
+        if rank() == 0:
+            write_json(out / "reviewed_cases.json", reviewed)
+            print(f"reviewed cases: {len(reviewed['cases'])} from {cfg.data.extra_labels} "
+                  f"({', '.join(c['name'] + ' ' + c['status'] for c in reviewed['cases']) or 'none'})")
+
     ckpt_dir = out / "checkpoints"
     dm = _datamodule(cfg, model, splits, cache_dir, spec, plan)
     if pretrain:
@@ -369,6 +384,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, spec, pretrain: bool, splits, 
                  "checkpoint": str(best)},
         "test": test,
         "n_train_cases": len(splits.train),
+        "reviewed": reviewed,
         "checkpoint": str(last),
         "best_checkpoint": str(best),
     }

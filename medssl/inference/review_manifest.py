@@ -23,7 +23,9 @@ One JSON file, ``manifest.json``, in the export folder; its schema is
           "mean_uncertainty": 0.02, "foreground_ml": 812.5,
           "status": "pending",             pending | accepted | rejected | edited
           "reviewed_label": null,          the corrected label when "edited"
-          "reviewer": null, "reviewed_at": null, "reviewed_label_sha256": null
+          "reviewer": null, "reviewed_at": null,
+          "reviewed_label_sha256": null    sha256 of the label trained on (edited: reviewed_label,
+                                           accepted: label); training refuses a changed file
       }]
     }
 
@@ -231,8 +233,30 @@ class ReviewManifest:
             for p in (image, *channels, label):
                 if not p.is_file():
                     raise DataError(f"case {c.name!r}: file {p} does not exist", self.path)
+            if c.reviewed_label_sha256 is not None and sha256_file(label) != c.reviewed_label_sha256:
+                raise DataError(f"case {c.name!r}: label {label} changed after it was reviewed (sha256 differs "
+                                "from the manifest's): review the case again", self.path)
             out.append(Case(name=f"reviewed_{c.name}", image=image, label=label, split="train", channels=channels))
         return out
+
+
+def reviewed_provenance(manifest_path: str | Path) -> dict:
+    """What a training run records about the reviewed cases it takes from ``manifest_path``.
+
+    Returns:
+        ``{"manifest", "manifest_sha256", "cases": [{"name", "status", "label", "label_sha256",
+        "reviewer", "reviewed_at"}]}`` for the accepted and edited cases, in manifest order;
+        ``label`` is the file trained on (absolute) and ``label_sha256`` its hash now.
+    """
+    manifest = ReviewManifest.read(manifest_path)
+    cases = []
+    for c in manifest.cases:
+        if c.status not in ("accepted", "edited"):
+            continue
+        label = manifest.resolve(c.reviewed_label if c.status == "edited" else c.label)
+        cases.append({"name": c.name, "status": c.status, "label": str(label.resolve()),
+                      "label_sha256": sha256_file(label), "reviewer": c.reviewer, "reviewed_at": c.reviewed_at})
+    return {"manifest": str(manifest.path.resolve()), "manifest_sha256": sha256_file(manifest.path), "cases": cases}
 
 
 def set_status(
@@ -245,8 +269,9 @@ def set_status(
     """Record a review decision for case ``name`` and rewrite the manifest atomically.
 
     ``edited`` needs ``reviewed_label`` (an existing label file; stored relative to the manifest
-    when it lies inside its folder) and records its sha256; every decision records the reviewer
-    and the time. ``pending`` clears the review fields.
+    when it lies inside its folder) and records its sha256; ``accepted`` records the sha256 of the
+    pseudo-label it accepts; every decision records the reviewer and the time. ``pending`` clears
+    the review fields.
 
     Raises:
         DataError: unknown case or status, or a missing reviewed label file.
@@ -267,7 +292,12 @@ def set_status(
         except ValueError:
             stored = str(full.resolve())
         case.reviewed_label, case.reviewed_label_sha256 = stored, sha256_file(full)
-    elif status in ("accepted", "rejected", "pending"):
+    elif status == "accepted":  # the hash of the accepted pseudo-label: training checks it is unchanged
+        label = manifest.resolve(case.label)
+        if not label.is_file():
+            raise DataError(f"case {name!r}: pseudo-label {label} does not exist", manifest.path)
+        case.reviewed_label, case.reviewed_label_sha256 = None, sha256_file(label)
+    else:  # rejected, pending
         case.reviewed_label = case.reviewed_label_sha256 = None
     case.status = status
     case.reviewer, case.reviewed_at = (None, None) if status == "pending" else (reviewer, _now())

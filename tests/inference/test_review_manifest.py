@@ -92,3 +92,26 @@ def test_written_manifests_follow_the_json_schema(tmp_path):
     raw["cases"][0]["reviewed_label"] = None
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(raw, schema)
+
+
+def test_accepting_records_the_label_hash_and_training_refuses_a_changed_label(tmp_path):
+    from medssl.inference.review_manifest import reviewed_provenance
+
+    _manifest(tmp_path, ["pending", "pending", "pending"])
+    accepted = set_status(tmp_path / "manifest.json", "c0", "accepted", reviewer="dr a")
+    assert accepted.reviewed_label is None and accepted.reviewed_label_sha256 == sha256_file(tmp_path / "labels/c0.nii.gz")
+    (tmp_path / "reviewed").mkdir()
+    (tmp_path / "reviewed" / "c1.nii.gz").write_bytes(b"fixed")
+    set_status(tmp_path / "manifest.json", "c1", "edited", reviewed_label=tmp_path / "reviewed" / "c1.nii.gz", reviewer="dr b")
+    set_status(tmp_path / "manifest.json", "c2", "rejected", reviewer="dr a")
+    prov = reviewed_provenance(tmp_path)
+    assert prov["manifest"] == str((tmp_path / "manifest.json").resolve())
+    assert prov["manifest_sha256"] == sha256_file(tmp_path / "manifest.json")
+    assert [(c["name"], c["status"], c["reviewer"]) for c in prov["cases"]] == [("c0", "accepted", "dr a"),
+                                                                              ("c1", "edited", "dr b")]
+    assert prov["cases"][1]["label"] == str((tmp_path / "reviewed" / "c1.nii.gz").resolve())
+    assert prov["cases"][1]["label_sha256"] == sha256_file(tmp_path / "reviewed" / "c1.nii.gz")
+    assert len(ReviewManifest.read(tmp_path).reviewed_cases()) == 2
+    (tmp_path / "labels/c0.nii.gz").write_bytes(b"changed after review")
+    with pytest.raises(DataError, match="'c0'.*changed after it was reviewed"):
+        ReviewManifest.read(tmp_path).reviewed_cases()

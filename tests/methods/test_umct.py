@@ -133,6 +133,12 @@ def test_pseudo_label_export_and_review_loop(umct_run, tiny_data, tmp_path, monk
     res = run_training(umct_cfg(tiny_data, **{"data.extra_labels": str(manifest_path), "trainer.max_steps": 3}),
                        out=tmp_path / "with_reviewed")
     assert res["step"] == 3
+    # the run records which reviewed cases (and which label files, by hash) it trained on
+    from medssl.inference.review_manifest import sha256_file
+
+    for record in (res["reviewed"], json.loads((tmp_path / "with_reviewed" / "reviewed_cases.json").read_text())):
+        assert [(c["name"], c["status"]) for c in record["cases"]] == [(case0.name, "edited")]
+        assert record["cases"][0]["label_sha256"] == sha256_file(edited)
 
 
 def test_pseudo_label_cli_errors(tiny_data, tmp_path):
