@@ -276,7 +276,9 @@ class _Orientation(str, Enum):
 
 @app.command("infer")
 def infer(
-    checkpoint: Annotated[Path, typer.Option(help="A medssl segmentation checkpoint (best.ckpt of any method).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "--model", help=(
+        "A medssl segmentation checkpoint (best.ckpt of any method), or a model folder of `medssl export` "
+        "(every file verified against its manifest)."))],
     input: Annotated[Path, typer.Option("--input", help=(
         "A volume file; a folder of NIfTI/NRRD/MHA files (<case>_0000, _0001... for several channels); a folder "
         "tree of DICOM files (every series is a case); or a CSV 'case,<channel>,...' of paths relative to it."))],
@@ -330,6 +332,43 @@ def infer(
         typer.echo(f"{len(result.notes)} DICOM series left out: " + "; ".join(result.notes[:3]) + more, err=True)
     typer.echo(result.line(), err=not result.ok)
     if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder (its checkpoints/best.ckpt is exported) or a checkpoint file.")],
+    out: Annotated[Path, typer.Option(help="The model folder to create: weights.safetensors, config.yaml, dataset.json, "
+                                          "plan.json, model.json, manifest.json.")],
+    force: Annotated[bool, typer.Option(help="Replace OUT when it already holds files.")] = False,
+) -> None:
+    """A model folder that travels: what inference needs and nothing else, with the sha256 of every file.
+
+    Use it with `medssl infer --model OUT`; a changed or truncated file is refused.
+    """
+    from medssl.inference.export import export_model
+
+    result = export_model(run, out, force=force)
+    typer.echo(f"model folder {result['out']} from {result['checkpoint']}: {len(result['files'])} files, "
+               f"manifest sha256 {result['manifest_sha256'][:12]}...")
+
+
+@app.command("doctor")
+def doctor(
+    model: Annotated[Optional[Path], typer.Option(envvar="MEDSSL_MODEL", help=(
+        "Also verify this model folder (or checkpoint) and rebuild its network (default $MEDSSL_MODEL)."))] = None,
+    require_cuda: Annotated[bool, typer.Option(help="Fail when no CUDA device is usable.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Versions, devices (CPU threads, CUDA, bf16), cache folder writable, offline mode, and the model.
+
+    Exit code 1 when any check fails (the containers' HEALTHCHECK).
+    """
+    from medssl.doctor import format_checks, healthy, run_doctor, to_json
+
+    checks = run_doctor(model, require_cuda=require_cuda)
+    typer.echo(json.dumps(to_json(checks), indent=2) if as_json else format_checks(checks))
+    if not healthy(checks):
         raise typer.Exit(1)
 
 
@@ -395,7 +434,16 @@ def eval_medmnist(
 
 
 def main() -> None:
-    """Console entry point: runs the app and turns user errors into one-line messages."""
+    """Console entry point: runs the app and turns user errors into one-line messages.
+
+    First, other libraries' caches follow ``MEDSSL_CACHE`` (:func:`medssl.core.paths.route_caches`)
+    and ``MEDSSL_OFFLINE=1`` blocks network access (:mod:`medssl.core.offline`).
+    """
+    from medssl.core.offline import install_from_env
+    from medssl.core.paths import route_caches
+
+    route_caches()
+    install_from_env()
     try:
         app()  # standalone: typer handles usage errors and exits itself
     except MedsslError as exc:

@@ -344,7 +344,7 @@ def run_inference(
 
     from medssl.core.runtime import tune_allocator
     from medssl.inference.load import load_predictor
-    from medssl.inference.review_manifest import sha256_file
+    from medssl.inference.model_package import model_sha256
 
     options = options or OutputOptions()
     rank, world = shard_of_env()
@@ -357,7 +357,7 @@ def run_inference(
     cfg, spec = predictor.config, predictor.spec
     model = {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "sha256": sha256_file(checkpoint),
+        "sha256": model_sha256(checkpoint),
         "method": cfg.method,
         "channels": spec.modalities,
         "mc_samples": predictor.mc_samples,

@@ -1,6 +1,7 @@
 """Rebuild a trained segmentation model from its checkpoint, as a :class:`~medssl.inference.predictor.Predictor`.
 
-The checkpoint is read weights-only (:func:`medssl.core.weights.load_checkpoint`); the run's
+The checkpoint is read weights-only (:func:`medssl.core.weights.load_checkpoint`), or a model folder
+of ``medssl export`` is verified and read (:mod:`medssl.inference.model_package`); the run's
 resolved config and dataset spec stored inside it rebuild the method (:func:`medssl.methods.build_method`).
 """
 
@@ -18,12 +19,14 @@ def load_predictor(checkpoint: str | Path, mc_samples: int | None = None, device
     """A predictor around the model of a medssl segmentation checkpoint, in eval mode.
 
     Args:
-        checkpoint: ``runs/NAME/checkpoints/best.ckpt`` (or last.ckpt).
+        checkpoint: ``runs/NAME/checkpoints/best.ckpt`` (or last.ckpt), or a model folder written
+            by ``medssl export`` (:mod:`medssl.inference.model_package`).
         mc_samples: MC-dropout passes per window; default the run's (UMCT: ``umct.mc_samples``), else 1.
         device: where the network runs.
 
     Raises:
-        DataError: unreadable file, not a medssl segmentation checkpoint, or a pretraining stage's.
+        DataError: unreadable file, not a medssl segmentation checkpoint, or a pretraining stage's;
+            a model folder with a missing, changed or truncated file.
     """
     from medssl.config import build_config
     from medssl.core.weights import load_checkpoint
@@ -32,7 +35,12 @@ def load_predictor(checkpoint: str | Path, mc_samples: int | None = None, device
     from medssl.data.plan import DatasetPlan
     from medssl.methods import build_method
 
-    ckpt = load_checkpoint(checkpoint)
+    if Path(checkpoint).is_dir():  # a model folder of `medssl export`: every file verified first
+        from medssl.inference.model_package import read_model_package
+
+        ckpt = read_model_package(checkpoint)
+    else:
+        ckpt = load_checkpoint(checkpoint)
     state = ckpt.get("medssl") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "config" not in state or "dataset" not in state:
         raise DataError("is not a medssl training checkpoint (no stored config)", checkpoint)

@@ -57,7 +57,8 @@ def export_pseudo_labels(
     from medssl.data.cache import VolumeCache, default_cache_dir
     from medssl.data.dataset import list_cases, read_dataset_json
     from medssl.inference.load import load_predictor
-    from medssl.inference.review_manifest import ReviewManifest, sha256_file
+    from medssl.inference.model_package import model_sha256
+    from medssl.inference.review_manifest import ReviewManifest
 
     tune_allocator()
     predictor = load_predictor(checkpoint, mc_samples=mc_samples)
@@ -83,7 +84,7 @@ def export_pseudo_labels(
     if out.exists() and not out.is_dir():
         raise DataError("--out must be a folder (or a path to create one), not a file", out)
     manifest_path = out / "manifest.json"
-    ckpt_sha = sha256_file(checkpoint)
+    ckpt_sha = model_sha256(checkpoint)
     fingerprint = dataset_fingerprint(data_spec, cases)
     manifest = ReviewManifest.read(manifest_path) if manifest_path.exists() else None
     if manifest is not None:
