@@ -10,7 +10,7 @@ PIP_TORCH_ARGS ?=
 DEMO_DATA ?= sample_data/phantoms
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test sample-data clean umct-ablation contrastive-recipes hippo-data hippo-umct channels-ablation
+.PHONY: install demo test sample-data clean image-lock umct-ablation contrastive-recipes hippo-data hippo-umct channels-ablation
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Container images (docker/, issue 16): regenerate docker/requirements-{cpu,cuda}.lock from
+# pyproject.toml with hashes (uv resolves for the images' platform without installing anything).
+image-lock: install
+	$(BIN)/python -m pip install -q "uv>=0.5"
+	UV=$(BIN)/uv scripts/lock_image.sh
 
 # UMCT ablation on the phantoms: single view / 3-view plain average / full UMCT, 3 seeds each,
 # then the comparison table (about 35 min on 2 CPU cores).
