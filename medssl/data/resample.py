@@ -132,53 +132,100 @@ def _resample_xyz(arr: np.ndarray, src: dict, dst: dict, order: int, border: boo
 def _resample_separable(arr: np.ndarray, src: dict, dst: dict, axes: list[int], order: int,
                         border: bool = False) -> np.ndarray:
     """:func:`_resample_xyz` for grids whose axes are parallel (``dst`` axis ``j`` runs along
-    ``src`` axis ``axes[j]``, either way), as three 1-D passes.
+    ``src`` axis ``axes[j]``, either way): :class:`SeparableResampler` applied once."""
+    return SeparableResampler(src, dst, axes, order, border)(arr).copy()
+
+
+class SeparableResampler:
+    """Resampling between two grids whose axes are parallel, as three 1-D passes.
 
     Trilinear interpolation of parallel grids is separable, so three passes of 1-D linear
     interpolation give what SimpleITK's resampler gives (edge voxels clamped within half a voxel,
-    0 beyond; nearest neighbour rounds half up as ITK does; tests/data/test_resample.py checks
-    both against SimpleITK) several times faster than SimpleITK's general resampler, and without
-    the dense sampling grid of torch's ``grid_sample`` (what MONAI's ``Spacing`` uses: three floats
-    per output voxel, 1.9 GB for a 512 x 512 x 600 CT). ``np.take`` gathers along an axis many
-    times faster than torch's ``index_select`` on CPU. Orders above 1 go to SimpleITK."""
-    if order not in (0, 1):
-        raise ValueError(f"separable resampling takes order 0 or 1, not {order}")
-    d_src = np.asarray(src["direction"], float).reshape(3, 3)
-    d_dst = np.asarray(dst["direction"], float).reshape(3, 3)
-    s_src, s_dst = np.asarray(src["spacing"], float), np.asarray(dst["spacing"], float)
-    # continuous source index of dst voxel 0, and the step per dst voxel along each source axis
-    base = np.linalg.solve(d_src, np.asarray(dst["origin"], float) - np.asarray(src["origin"], float)) / s_src
-    m = np.linalg.solve(d_src, d_dst)
-    t = np.asarray(arr)
-    n_dst = {a: int(dst["shape"][j]) for j, a in enumerate(axes)}
-    step = {a: float(m[a, j]) * s_dst[j] / s_src[a] for j, a in enumerate(axes)}
-    # shrinking passes first: the intermediates stay small
-    for a in sorted(range(3), key=lambda a: n_dst[a] / t.shape[a]):
-        n = t.shape[a]
-        c = base[a] + step[a] * np.arange(n_dst[a])
-        inside = (c >= -0.5) & (c < n - 0.5)
-        if border:
-            if c.min() < -1.5 or c.max() > n + 0.5:  # more than a voxel beyond: not the same field of view
-                raise ValueError(f"resampling reaches {max(-c.min(), c.max() - n + 1):.1f} voxels beyond the source grid")
-            inside[:] = True
-        shape = [1, 1, 1]
-        shape[a] = -1
-        if order == 0:
-            t = np.take(t, np.clip(np.floor(c + 0.5), 0, n - 1).astype(np.intp), axis=a)
-        else:
-            i0 = np.floor(c)
-            w = (c - i0).astype(np.float32).reshape(shape)
-            out = np.take(t, np.clip(i0, 0, n - 1).astype(np.intp), axis=a).astype(np.float32, copy=False)
-            upper = np.take(t, np.clip(i0 + 1, 0, n - 1).astype(np.intp), axis=a).astype(np.float32, copy=False)
-            upper -= out
-            upper *= w
-            out += upper
+    0 beyond, or the edge value with ``border``; nearest neighbour rounds half up as ITK does;
+    tests/data/test_resample.py checks both against SimpleITK) several times faster than
+    SimpleITK's general resampler, and without the dense sampling grid of torch's
+    ``grid_sample`` (what MONAI's ``Spacing`` uses: three floats per output voxel, 1.9 GB for a
+    512 x 512 x 600 CT). ``np.take`` gathers along an axis many times faster than torch's
+    ``index_select`` on CPU. The passes and their index / weight vectors are computed once, and
+    the work buffers are kept between calls: mapping K class volumes back allocates (and
+    page-faults) the scan-sized buffers once, not K times. A Fortran-ordered input (what nibabel
+    returns) is processed through its C-ordered transpose.
+
+    Calling it returns an array that is valid until the next call (copy it to keep it).
+    """
+
+    def __init__(self, src: dict, dst: dict, axes: list[int], order: int, border: bool = False):
+        if order not in (0, 1):
+            raise ValueError(f"separable resampling takes order 0 or 1, not {order}")
+        d_src = np.asarray(src["direction"], float).reshape(3, 3)
+        d_dst = np.asarray(dst["direction"], float).reshape(3, 3)
+        s_src, s_dst = np.asarray(src["spacing"], float), np.asarray(dst["spacing"], float)
+        # continuous source index of dst voxel 0, and the step per dst voxel along each source axis
+        base = np.linalg.solve(d_src, np.asarray(dst["origin"], float) - np.asarray(src["origin"], float)) / s_src
+        m = np.linalg.solve(d_src, d_dst)
+        n_src = [int(n) for n in src["shape"]]
+        n_dst = {a: int(dst["shape"][j]) for j, a in enumerate(axes)}
+        self.axes, self.order = list(axes), order
+        self.passes = []  # (source axis, lo index, hi index or None, weight or None, inside mask or None)
+        for a in sorted(range(3), key=lambda a: n_dst[a] / n_src[a]):  # shrinking passes first
+            j = axes.index(a)
+            n = n_src[a]
+            c = base[a] + float(m[a, j]) * s_dst[j] / s_src[a] * np.arange(n_dst[a])
+            inside = (c >= -0.5) & (c < n - 0.5)
+            if border:
+                if c.min() < -1.5 or c.max() > n + 0.5:  # more than a voxel beyond: not the same field of view
+                    raise ValueError(f"resampling reaches {max(-c.min(), c.max() - n + 1):.1f} voxels beyond the source grid")
+                inside[:] = True
+            mask = None if inside.all() else inside
+            if order == 0:
+                self.passes.append((a, np.clip(np.floor(c + 0.5), 0, n - 1).astype(np.intp), None, None, mask))
+            else:
+                i0 = np.floor(c)
+                self.passes.append((a, np.clip(i0, 0, n - 1).astype(np.intp), np.clip(i0 + 1, 0, n - 1).astype(np.intp),
+                                    (c - i0).astype(np.float32), mask))
+        self._buffers: dict = {}
+
+    def _buffer(self, key, shape, dtype) -> np.ndarray:
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self._buffers[key] = np.empty(shape, dtype)
+        return buf
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        t = np.asarray(arr)
+        flipped = not t.flags.c_contiguous and t.flags.f_contiguous
+        if flipped:  # work on the C-ordered transpose: source axis a is its axis 2 - a
+            t = t.T
+        elif not t.flags.c_contiguous:
+            t = np.ascontiguousarray(t)
+        for i, (a, lo, hi, w, mask) in enumerate(self.passes):
+            ax = 2 - a if flipped else a
+            shape = list(t.shape)
+            shape[ax] = len(lo)
+            wshape = [1, 1, 1]
+            wshape[ax] = -1
+            if hi is None:
+                out = self._buffer(("take", i), shape, t.dtype)
+                np.take(t, lo, axis=ax, out=out, mode="clip")
+            else:
+                lo_v = self._buffer(("lo", i), shape, t.dtype)
+                np.take(t, lo, axis=ax, out=lo_v, mode="clip")
+                hi_v = self._buffer(("hi", i), shape, t.dtype)
+                np.take(t, hi, axis=ax, out=hi_v, mode="clip")
+                out = self._buffer(("out", i), shape, np.float32)
+                np.subtract(hi_v, lo_v, out=out, dtype=np.float32)
+                out *= w.reshape(wshape)
+                out += lo_v
+            if mask is not None:
+                out *= mask.reshape(wshape).astype(out.dtype)
             t = out
-            del upper, out
-        if not inside.all():
-            t = t * inside.reshape(shape).astype(t.dtype)
-    # the result's axis a has dst axis j's length (a = axes[j]): bring the axes into dst's order
-    return np.ascontiguousarray(t.transpose(axes))
+        # t's source axis a has dst axis j's length (a = axes[j]): bring the axes into dst's order
+        view = (t.T if flipped else t).transpose(self.axes)
+        if view.flags.c_contiguous:
+            return view
+        final = self._buffer("final", view.shape, view.dtype)
+        np.copyto(final, view)
+        return final
 
 
 def _axis_map(d_from: np.ndarray, d_to: np.ndarray) -> tuple[list[int], list[bool]] | None:
@@ -266,20 +313,52 @@ def from_grid(array: np.ndarray, grid: Volume, gm: GridMap, order: int = 1) -> n
     probabilities, 0 for labels); when ``grid`` holds the input's own voxels (no spacing change),
     the exact axis permutation and flips instead."""
     arr = np.asarray(array)
+    back = back_mapper(grid, gm, order, arr.shape[-3:])
     if arr.ndim == 4:
-        return np.stack([from_grid(a, grid, gm, order) for a in arr])
+        first = back(arr[0])
+        out = np.empty((len(arr), *first.shape), first.dtype)
+        out[0] = first
+        for c in range(1, len(arr)):
+            out[c] = back(arr[c])  # each result is valid until the next call: copied at once
+        return out
+    return back(arr).copy()
+
+
+def back_mapper(grid: Volume, gm: GridMap, order: int = 1, shape: Sequence[int] | None = None):
+    """:func:`from_grid` for many ``(X, Y, Z)`` arrays on the same grid (a case's classes, its
+    uncertainty): a function ``array -> array on the input's grid`` that sets the resampling up
+    once and reuses its buffers. What it returns is valid until its next call (copy to keep).
+
+    Args:
+        grid: the planned grid's volume (geometry only).
+        gm: how the input was brought onto it.
+        order: 1 (linear, probabilities) or 0 (nearest, labels).
+        shape: the arrays' shape (default ``grid.shape``).
+    """
     src = gm.source
-    same_voxels = (tuple(arr.shape) == tuple(gm.reoriented["shape"])
+    shape = tuple(grid.shape if shape is None else shape)
+    here = {"shape": list(shape), "spacing": list(grid.spacing), "origin": list(grid.origin),
+            "direction": np.asarray(grid.direction).reshape(-1).tolist()}
+    same_voxels = (shape == tuple(gm.reoriented["shape"])
                    and np.allclose(grid.spacing, gm.reoriented["spacing"], atol=1e-6)
                    and np.allclose(grid.origin, gm.reoriented["origin"], atol=1e-4))
-    mapping = _axis_map(grid.direction, np.asarray(src["direction"]).reshape(3, 3)) if same_voxels else None
-    if mapping is not None:
-        out = _apply_axis_map(arr, *mapping)
-    else:
-        here = {"shape": list(arr.shape), "spacing": list(grid.spacing), "origin": list(grid.origin),
-                "direction": np.asarray(grid.direction).reshape(-1).tolist()}
-        out = _resample_xyz(arr if order == 0 or arr.dtype == np.float32 else arr.astype(np.float32), here, src, order,
-                            border=True)
-    if tuple(out.shape) != tuple(src["shape"]):  # never expected
-        raise RuntimeError(f"mapping back gave shape {out.shape}, the input has {tuple(src['shape'])}")
-    return out
+    permutation = _axis_map(grid.direction, np.asarray(src["direction"]).reshape(3, 3)) if same_voxels else None
+    parallel = _axis_map(here["direction"], src["direction"]) if order in (0, 1) else None
+
+    def check(out: np.ndarray) -> np.ndarray:
+        if tuple(out.shape) != tuple(src["shape"]):  # never expected
+            raise RuntimeError(f"mapping back gave shape {out.shape}, the input has {tuple(src['shape'])}")
+        return out
+
+    if permutation is not None:
+        return lambda arr: check(_apply_axis_map(np.asarray(arr), *permutation))
+    if parallel is not None:
+        resampler = SeparableResampler(here, src, parallel[0], order, border=True)
+        return lambda arr: check(resampler(np.asarray(arr)))
+
+    def general(arr):
+        arr = np.asarray(arr)
+        return check(_resample_xyz(arr if order == 0 or arr.dtype == np.float32 else arr.astype(np.float32), here, src,
+                                   order, border=True))
+
+    return general

@@ -10,10 +10,12 @@ builds a Predictor around itself (:meth:`~medssl.methods.base.SegmentationMethod
 pseudo-labelling (:meth:`Predictor.predict_volume`) and batch inference all call it, so they
 cannot drift apart.
 
-Geometry: today training runs on each file's native voxel grid, so the output grid *is* the
-input grid and the mapping back is the identity (the prediction carries the input's spacing,
-origin and direction unchanged). A resampling plan (target spacing, orientation) slots in
-between :meth:`Predictor.predict_volume`'s read and write steps.
+Geometry: with a preprocessing plan (:mod:`medssl.data.plan`) the volume is brought onto the
+plan's grid (canonical orientation, target spacing), predicted there, and the class
+probabilities are mapped back to the scan's own grid (:func:`medssl.data.resample.from_grid`)
+before the argmax, one class at a time; without a plan the network runs on the input grid and the
+mapping back is the identity. Either way the outputs carry the input's exact shape, spacing,
+origin and direction.
 """
 
 from __future__ import annotations
@@ -218,13 +220,15 @@ class Predictor:
         del x
         label, view_labels, unc, probs = out["label"], out["view_labels"], out["uncertainty"], out["probabilities"]
         if planned:  # probabilities back to the scan's own grid, THEN the argmax (one class at a time)
-            from medssl.data.resample import GridMap, from_grid
+            from medssl.data.resample import GridMap, back_mapper
 
             grid, gm = volumes[0], GridMap(**volumes[0].meta["grid_map"])
-            label, probs = _argmax_back(probs, grid, gm, keep_probabilities)
-            unc = from_grid(unc, grid, gm, order=1)
+            back = back_mapper(grid, gm, order=1)
+            label, probs = _argmax_back(probs, back, keep_probabilities)
+            unc = back(unc).copy()
             if len(view_labels):  # each view's label map, nearest neighbour (its probabilities are not kept)
-                view_labels = np.stack([from_grid(v, grid, gm, order=0) for v in view_labels])
+                nearest = back_mapper(grid, gm, order=0)
+                view_labels = np.stack([nearest(v) for v in view_labels])
             else:
                 view_labels = np.zeros((0, *label.shape), np.uint8)
         unc = np.clip(unc, 0, 1).astype(np.float32, copy=False)
@@ -280,22 +284,21 @@ class Predictor:
         return {"label": label, "view_labels": views, "uncertainty": unc, "probabilities": probs}
 
 
-def _argmax_back(probs: np.ndarray, grid, gm, keep: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _argmax_back(probs: np.ndarray, back, keep: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """The label on the scan's own grid from class probabilities on the planned grid: each class
-    is resampled back in turn and a running maximum kept, so the native grid never holds more
-    than two float volumes (plus all K when ``keep``, for the probability output)."""
-    from medssl.data.resample import from_grid
-
+    is resampled back in turn (``back``: :func:`medssl.data.resample.back_mapper`, linear) and a
+    running maximum kept, so the native grid never holds more than two float volumes besides the
+    resampler's buffers (plus all K when ``keep``, for the probability output)."""
     best = label = None
     kept = [] if keep else None
     for c in range(probs.shape[0]):
-        pc = from_grid(probs[c], grid, gm, order=1).astype(np.float32, copy=False)
+        pc = back(probs[c])  # valid until the next call
         if kept is not None:
-            kept.append(pc)
+            kept.append(pc.astype(np.float32, copy=True))
         if best is None:
-            best, label = pc.copy(), np.zeros(pc.shape, np.uint8)
+            best, label = pc.astype(np.float32, copy=True), np.zeros(pc.shape, np.uint8)
         else:
             better = pc > best
             label[better] = c
-            best[better] = pc[better]
+            np.maximum(best, pc, out=best)
     return label, (np.stack(kept) if kept is not None else None)
