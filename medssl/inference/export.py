@@ -76,7 +76,7 @@ def _package_files(ckpt: dict, ckpt_path: Path) -> dict[str, bytes]:
     dataset = dict(state["dataset"])
     files = {
         pkg.WEIGHTS: save_safetensors(tensors, metadata={"format": pkg.FORMAT}),
-        pkg.CONFIG: yaml.safe_dump(yaml.safe_load(dump_config(cfg)), sort_keys=False).encode("utf-8"),
+        pkg.CONFIG: yaml.safe_dump(_clean_config(yaml.safe_load(dump_config(cfg))), sort_keys=False).encode("utf-8"),
         pkg.DATASET: (json.dumps(dataset, indent=2) + "\n").encode("utf-8"),
     }
     if state.get("plan"):
