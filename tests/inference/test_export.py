@@ -163,3 +163,24 @@ def test_cli_refuses_a_changed_weights_file_in_one_line(exported, tiny_model, tm
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("error: ") and f"{m / pkg.WEIGHTS}: changed since export" in lines[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_doctor_verifies_the_model_folder(exported, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medssl.cli import app
+
+    runner = CliRunner()
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["doctor", "--json"], env={"MEDSSL_MODEL": str(exported)})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    model = next(c for c in report["checks"] if c["name"] == "model")
+    assert report["healthy"] and model["status"] == "ok" and "verified" in model["detail"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in exported.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / "dataset.json").write_text("{}")
+    result = runner.invoke(app, ["doctor", "--model", str(broken)])
+    assert result.exit_code == 1 and "fail  model" in result.output and "dataset.json" in result.output
