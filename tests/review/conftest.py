@@ -84,7 +84,9 @@ def _start_xvfb() -> tuple[subprocess.Popen | None, str | None]:
     for num in range(90, 140):
         if Path(f"/tmp/.X{num}-lock").exists():
             continue
-        proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+        # -terminate: the server ends when its last client (this process's Qt) disconnects; killing
+        # it while Qt is connected would make Qt exit the test process
+        proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp", "-terminate"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(50):
             if Path(f"/tmp/.X11-unix/X{num}").exists():
@@ -103,19 +105,12 @@ def display():
     when no display can be had, saying why."""
     pytest.importorskip("napari", reason="napari is not installed (`make test` installs it with the plugin)")
     pytest.importorskip("pytestqt", reason="pytest-qt is not installed (`make test` installs it)")
-    old = os.environ.get("DISPLAY")
-    proc = None
-    if not old:
+    if not os.environ.get("DISPLAY"):
         proc, why = _start_xvfb()
         if proc is None:
             pytest.skip(why)
     os.environ.pop("QT_QPA_PLATFORM", None)  # offscreen Qt cannot render napari's canvas
     yield os.environ["DISPLAY"]
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
-        if old is None:
-            os.environ.pop("DISPLAY", None)
 
 
 @pytest.fixture

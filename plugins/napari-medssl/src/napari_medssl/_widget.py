@@ -52,9 +52,9 @@ class ReviewWidget(Container):
         self.order = ComboBox(label="order", choices=[o.value for o in Order], value=Order.confidence.value)
         self.status_filter = ComboBox(label="show", choices=[ALL, *STATUSES], value=ALL)
         self.progress = Label(value="no export open")
-        self.table = Table(value={"data": [], "columns": TABLE_HEADERS})
+        self.table = Table(value={"data": [], "index": [], "columns": TABLE_HEADERS})
         self.case_info = Label(value="")
-        self.threshold = FloatSlider(label="hide label where uncertainty >", min=0.0, max=1.0, step=0.01, value=1.0)
+        self.threshold = FloatSlider(label="hide uncertainty >", min=0.0, max=1.0, step=0.01, value=1.0)
         self.show_disagreement = CheckBox(text="show disagreement [Shift-D]", value=False)
         self.accept_button = PushButton(text="Accept [Shift-A]")
         self.reject_button = PushButton(text="Reject [Shift-X]")
@@ -63,7 +63,7 @@ class ReviewWidget(Container):
         self.next_button = PushButton(text="Next > [Shift-N]")
         self.extend([
             Container(widgets=[self.folder, self.open_button, self.reviewer, self.order, self.status_filter]),
-            self.progress, self.table, self.case_info, self.threshold, self.show_disagreement,
+            self.progress, self.table, self.case_info, Container(widgets=[self.threshold]), self.show_disagreement,
             Container(widgets=[self.accept_button, self.reject_button, self.save_button], layout="horizontal", labels=False),
             Container(widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False),
         ])
@@ -88,7 +88,7 @@ class ReviewWidget(Container):
 
         from qtpy.QtCore import QTimer
 
-        self._autosave_timer = QTimer()
+        self._autosave_timer = QTimer(self.native)  # owned by the widget: deleted with it
         self._autosave_timer.setSingleShot(True)
         self._autosave_timer.setInterval(AUTOSAVE_MS)
         self._autosave_timer.timeout.connect(self.autosave)
@@ -105,6 +105,7 @@ class ReviewWidget(Container):
         native.setSelectionMode(QAbstractItemView.SingleSelection)
         native.cellDoubleClicked.connect(lambda row, _col: self.show(self.visible_names()[row]))
         native.setMinimumHeight(180)
+        native.verticalHeader().setVisible(False)
 
     def _status(self) -> str | None:
         return None if self.status_filter.value == ALL else self.status_filter.value
@@ -119,8 +120,9 @@ class ReviewWidget(Container):
         if self.session is None:
             return
         cases = self.session.queue(self.order.value, self._status())
-        self.table.value = {"data": table_rows(cases), "columns": TABLE_HEADERS}
+        self.table.value = {"data": table_rows(cases), "index": list(range(len(cases))), "columns": TABLE_HEADERS}
         self.progress.value = self.session.progress()
+        self.table.native.resizeColumnsToContents()
         names = [c.name for c in cases]
         if self.current in names:
             self.table.native.selectRow(names.index(self.current))
