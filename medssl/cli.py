@@ -257,6 +257,31 @@ def pseudo_label(
     typer.echo(f"manifest: {path}")
 
 
+@app.command("review")
+def review(
+    export: Annotated[Path, typer.Argument(help="A pseudo-label export folder of `medssl pseudo-label` (or its manifest.json).")],
+    reviewer: Annotated[Optional[str], typer.Option(help="Name recorded with each decision (default: $MEDSSL_REVIEWER or the login name).")] = None,
+) -> None:
+    """Review pseudo-labels in napari: least confident cases first, accept / reject / edit, saved to reviewed/.
+
+    Needs napari and the plugin: pip install -e "plugins/napari-medssl" "napari>=0.5" PySide6-Essentials
+    (`make test` installs them). Decisions go to manifest.json and review_log.jsonl in EXPORT.
+    """
+    import importlib.util
+
+    missing = [m for m in ("napari", "napari_medssl") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MedsslError(f"{' and '.join(missing)} not installed: pip install -e plugins/napari-medssl "
+                          "'napari>=0.5' PySide6-Essentials (from the medssl repository)")
+    from medssl.inference.review_manifest import ReviewManifest
+    from napari_medssl.session import find_manifest
+
+    ReviewManifest.read(find_manifest(export))  # one clear line for a folder that is not an export
+    from napari_medssl._launch import run
+
+    run(export, reviewer=reviewer)
+
+
 class _MapDtype(str, Enum):
     uint8 = "uint8"
     float16 = "float16"
