@@ -10,7 +10,7 @@ PIP_TORCH_ARGS ?=
 DEMO_DATA ?= sample_data/phantoms
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test sample-data clean image-lock umct-ablation contrastive-recipes hippo-data hippo-umct channels-ablation
+.PHONY: install demo test sample-data clean review-install review-loop image-lock umct-ablation contrastive-recipes hippo-data hippo-umct channels-ablation
 
 install: $(VENV)/.installed
 
@@ -32,8 +32,28 @@ demo: install sample-data
 	rm -rf $(DEMO_RUN)
 	$(BIN)/medssl train configs/supervised/phantoms.yaml --out $(DEMO_RUN)
 
-test: install
+test: install review-install
 	$(BIN)/python -m pytest -q
+
+# The napari review plugin (issue 15) and what its widget tests need: napari + PySide6 + pytest-qt
+# in the venv (about 20 s from a local index; none of it requires torchvision or another torch),
+# and an X server, since offscreen Qt cannot render napari: Xvfb and the xcb libraries, installed
+# with apt-get when missing (CI runs as root on Debian). Without them the widget tests skip, saying why.
+REVIEW_PIP ?= "napari>=0.5" "PySide6-Essentials>=6.6" "pytest-qt>=4.4"
+XVFB_PKGS ?= xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-randr0 \
+  libxcb-render-util0 libxcb-shape0 libxkbcommon-x11-0 libxcb-cursor0
+review-install: $(VENV)/.review-installed
+$(VENV)/.review-installed: $(VENV)/.installed plugins/napari-medssl/pyproject.toml
+	$(BIN)/python -m pip install -q -e plugins/napari-medssl $(REVIEW_PIP)
+	@if $(BIN)/python -c "import torchvision" 2>/dev/null; then \
+	  echo "error: torchvision got installed (it drags in a CUDA torch); remove it"; exit 1; fi
+	@if ! command -v Xvfb >/dev/null || ! dpkg -s $(XVFB_PKGS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(XVFB_PKGS) >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(XVFB_PKGS) >/dev/null; }; \
+	  else echo "warning: Xvfb missing and not root: apt-get install $(XVFB_PKGS) (the napari widget tests skip)"; fi; \
+	fi
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
