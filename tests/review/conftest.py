@@ -114,6 +114,16 @@ def display():
 
 
 @pytest.fixture
-def viewer(display, request):
-    """A shown napari viewer (napari's ``make_napari_viewer`` fixture; closed after the test)."""
-    return request.getfixturevalue("make_napari_viewer")(show=True)
+def viewer(display, qtbot, tmp_path_factory):
+    """A shown napari viewer, closed after the test.
+
+    Made here rather than with napari's ``make_napari_viewer``: napari's pytest plugin is off for
+    the suite (``-p no:napari`` in pyproject: its autouse fixtures cost every test ~0.2 s). napari
+    keeps its settings in a temporary file, never in the user's config folder.
+    """
+    os.environ["NAPARI_CONFIG"] = str(tmp_path_factory.mktemp("napari_config") / "settings.yaml")
+    import napari
+
+    v = napari.Viewer(show=True)
+    yield v
+    v.close()

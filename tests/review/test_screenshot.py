@@ -25,7 +25,7 @@ def test_review_session_screenshot(viewer, tmp_path, qtbot):
     mid = w.data.label.shape[2] // 2
     viewer.dims.set_point(0, viewer.layers["label"].data_to_world((mid, 0, 0))[0])
     viewer.reset_view()
-    dock = viewer.window._dock_widgets["medssl review"]
+    dock = viewer.window.dock_widgets["medssl review"].native.parent()
     qtbot.waitUntil(lambda: dock.isVisible() and dock.width() > 200, timeout=10_000)
     qtbot.wait(300)  # let the window lay out and the canvas draw
     img = viewer.window.screenshot(canvas_only=False, flash=False)
