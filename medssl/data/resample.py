@@ -154,6 +154,10 @@ class SeparableResampler:
     Calling it returns an array that is valid until the next call (copy it to keep it).
     """
 
+    #: the second gather of a linear pass is done in slabs of about this size: a 512 x 512 x 600
+    #: CT then needs one scan-sized float buffer per resampler, not three
+    SLAB_BYTES = 64 << 20
+
     def __init__(self, src: dict, dst: dict, axes: list[int], order: int, border: bool = False):
         if order not in (0, 1):
             raise ValueError(f"separable resampling takes order 0 or 1, not {order}")
@@ -204,18 +208,22 @@ class SeparableResampler:
             shape[ax] = len(lo)
             wshape = [1, 1, 1]
             wshape[ax] = -1
-            if hi is None:
-                out = self._buffer(("take", i), shape, t.dtype)
+            out = self._buffer(("out", i), shape, t.dtype if hi is None else np.float32)
+            if t.dtype == out.dtype:
                 np.take(t, lo, axis=ax, out=out, mode="clip")
-            else:
-                lo_v = self._buffer(("lo", i), shape, t.dtype)
-                np.take(t, lo, axis=ax, out=lo_v, mode="clip")
-                hi_v = self._buffer(("hi", i), shape, t.dtype)
-                np.take(t, hi, axis=ax, out=hi_v, mode="clip")
-                out = self._buffer(("out", i), shape, np.float32)
-                np.subtract(hi_v, lo_v, out=out, dtype=np.float32)
-                out *= w.reshape(wshape)
-                out += lo_v
+            else:  # an integer CT's first pass: gathered in its own type, then converted
+                out[...] = np.take(t, lo, axis=ax, mode="clip")
+            if hi is not None:  # out += (t[hi] - out) * w, in slabs: no second scan-sized buffer
+                k = 0 if ax != 0 else 1
+                step = max(1, int(self.SLAB_BYTES // max(1, out.nbytes // shape[k])))
+                for s0 in range(0, shape[k], step):
+                    sl = [slice(None)] * 3
+                    sl[k] = slice(s0, s0 + step)
+                    sl = tuple(sl)
+                    part = out[sl]
+                    diff = np.subtract(np.take(t[sl], hi, axis=ax, mode="clip"), part, dtype=np.float32)
+                    diff *= w.reshape(wshape)
+                    part += diff
             if mask is not None:
                 out *= mask.reshape(wshape).astype(out.dtype)
             t = out
