@@ -55,6 +55,15 @@ $(VENV)/.review-installed: $(VENV)/.installed plugins/napari-medssl/pyproject.to
 	fi
 	touch $@
 
+# Closing the review loop on the sample data (issue 15): the UMCT recipe -> pseudo-labels of the 36
+# unlabeled phantoms -> scripted review through the plugin's review API (the 4 least confident
+# corrected with the phantom's true label, the 8 most confident accepted) -> the same recipe again
+# with data.extra_labels -> val/test Dice before and after (RL_OUT/review_loop.json).
+RL_OUT ?= runs/review_loop
+RL_ARGS ?=
+review-loop: install review-install sample-data
+	$(BIN)/python -m napari_medssl.review_loop $(DEMO_DATA) $(RL_OUT) $(RL_ARGS)
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
