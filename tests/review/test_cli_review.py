@@ -57,3 +57,13 @@ def test_help_does_not_import_napari():
             "print([m for m in ('napari', 'napari_medssl', 'qtpy', 'PySide6') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_review_without_a_display_is_one_line(export):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    res = subprocess.run([sys.executable, "-m", "medssl.cli", "review", str(export)], capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 1 and res.stderr.startswith("error: no display to open napari on")
+    assert "Traceback" not in res.stderr

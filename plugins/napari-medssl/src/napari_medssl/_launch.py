@@ -25,7 +25,19 @@ def open_review(viewer, export: str | Path, reviewer: str | None = None):
 
 
 def run(export: str | Path, reviewer: str | None = None) -> None:
-    """Open napari with the review widget on ``export`` and block until the window closes."""
+    """Open napari with the review widget on ``export`` and block until the window closes.
+
+    Raises:
+        MedsslError: on Linux without a display (Qt would abort the process instead).
+    """
+    import os
+    import sys
+
+    from medssl.errors import MedsslError
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise MedsslError("no display to open napari on ($DISPLAY is unset): run it on a desktop, with ssh -X, "
+                          "or under xvfb-run for a headless check")
     import napari
 
     viewer = napari.Viewer(title=f"medssl review: {Path(export).resolve()}")
