@@ -114,7 +114,14 @@ def display():
 
 
 @pytest.fixture
-def viewer(display, qtbot, tmp_path_factory):
+def bot(display, request):
+    """pytest-qt's ``qtbot``, asked for after :func:`display` (which skips, saying why, when
+    pytest-qt or a display is missing) rather than failing on an unknown fixture."""
+    return request.getfixturevalue("qtbot")
+
+
+@pytest.fixture
+def viewer(bot, tmp_path_factory):
     """A shown napari viewer, closed after the test.
 
     Made here rather than with napari's ``make_napari_viewer``: napari's pytest plugin is off for

@@ -13,7 +13,7 @@ pytest.importorskip("napari_medssl", reason="the napari-medssl plugin is not ins
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "review.png"
 
 
-def test_review_session_screenshot(viewer, tmp_path, qtbot):
+def test_review_session_screenshot(viewer, tmp_path, bot):
     from napari_medssl._launch import open_review
     from napari_medssl.demo_export import make_demo_export
 
@@ -26,8 +26,8 @@ def test_review_session_screenshot(viewer, tmp_path, qtbot):
     viewer.dims.set_point(0, viewer.layers["label"].data_to_world((mid, 0, 0))[0])
     viewer.reset_view()
     dock = viewer.window.dock_widgets["medssl review"].native.parent()
-    qtbot.waitUntil(lambda: dock.isVisible() and dock.width() > 200, timeout=10_000)
-    qtbot.wait(300)  # let the window lay out and the canvas draw
+    bot.waitUntil(lambda: dock.isVisible() and dock.width() > 200, timeout=10_000)
+    bot.wait(300)  # let the window lay out and the canvas draw
     img = viewer.window.screenshot(canvas_only=False, flash=False)
     from skimage.io import imsave
 

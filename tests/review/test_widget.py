@@ -43,7 +43,7 @@ def test_open_export_shows_layers_in_world_coordinates(viewer, export):
     assert get_reader(str(export)) is not None and get_reader(str(export / "labels")) is None
 
 
-def test_step_edit_save_and_shortcuts(viewer, export, qtbot):
+def test_step_edit_save_and_shortcuts(viewer, export, bot):
     w = _open(viewer, export)
     w.next()
     assert w.current == "case_d"
@@ -57,7 +57,7 @@ def test_step_edit_save_and_shortcuts(viewer, export, qtbot):
     label.brush_size = 1
     label.paint((1, 1, 1), 2, refresh=True)  # display index (z, y, x) = array index (1, 1, 1)
     assert w.dirty
-    qtbot.waitUntil(lambda: (export / "drafts" / "case_b.npz").is_file(), timeout=10_000)  # autosaved draft
+    bot.waitUntil(lambda: (export / "drafts" / "case_b.npz").is_file(), timeout=10_000)  # autosaved draft
     from app_model.types import KeyBinding
 
     bound = {str(KeyBinding.from_str(k)) for k in w.shortcuts}
