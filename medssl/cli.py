@@ -461,14 +461,17 @@ def eval_medmnist(
 def main() -> None:
     """Console entry point: runs the app and turns user errors into one-line messages.
 
-    First, other libraries' caches follow ``MEDSSL_CACHE`` (:func:`medssl.core.paths.route_caches`)
-    and ``MEDSSL_OFFLINE=1`` blocks network access (:mod:`medssl.core.offline`).
+    First, other libraries' caches follow ``MEDSSL_CACHE`` (:func:`medssl.core.paths.route_caches`),
+    ``MEDSSL_OFFLINE=1`` blocks network access (:mod:`medssl.core.offline`), and a uid without a
+    user name (``docker run --user 12345``) gets one (:func:`medssl.core.runtime.ensure_user_name`).
     """
     from medssl.core.offline import install_from_env
     from medssl.core.paths import route_caches
+    from medssl.core.runtime import ensure_user_name
 
     route_caches()
     install_from_env()
+    ensure_user_name()
     try:
         app()  # standalone: typer handles usage errors and exits itself
     except MedsslError as exc:

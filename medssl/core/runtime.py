@@ -83,3 +83,25 @@ def interactive(flag: bool = True) -> bool:
         return bool(flag) and sys.stderr.isatty()
     except (AttributeError, ValueError):  # closed or replaced stream
         return False
+
+
+def ensure_user_name() -> str | None:
+    """Give the process a user name when its uid has none (``docker run --user 12345``, OpenShift).
+
+    ``getpass.getuser()`` reads ``LOGNAME`` / ``USER`` / ``LNAME`` / ``USERNAME``, else the password
+    database, and raises when the uid is not in it; MONAI calls it when it is imported. When none of
+    those variables is set and the uid has no entry, ``USER`` becomes ``uid<N>``.
+
+    Returns:
+        The name set, or ``None`` when nothing needed setting.
+    """
+    if any(os.environ.get(v) for v in ("LOGNAME", "USER", "LNAME", "USERNAME")) or not hasattr(os, "getuid"):
+        return None
+    import pwd
+
+    try:
+        pwd.getpwuid(os.getuid())
+        return None
+    except KeyError:
+        os.environ["USER"] = f"uid{os.getuid()}"
+        return os.environ["USER"]

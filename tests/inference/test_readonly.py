@@ -4,7 +4,7 @@ folder and the cache (which falls back to $TMPDIR/medssl-UID when $HOME cannot b
 
 Tests run as root, and permission bits do not stop root. Two things enforce it instead:
 
-* the kernel: as root, every command runs as an unprivileged uid (nobody, 65534) that owns only
+* the kernel: as root, every command runs as an unprivileged uid without a user name that owns only
   the output, cache and temporary folders (``setpriv``, keeping only CAP_DAC_READ_SEARCH, which
   lets it read the interpreter and the package wherever they are installed and write nothing);
 * an audit hook in the child (PEP 578) that records every open-for-write, mkdir, rename, remove,
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-UID = 65534  # nobody
+UID = 54321  # no entry in /etc/passwd, as with `docker run --user 54321:54321`
 
 HOOK = textwrap.dedent(r'''
     import os, sys
@@ -110,6 +110,7 @@ class Confined:
     def run(self, code: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "TMPDIR": str(self.tmp),
+            # no USER / LOGNAME: as in a container started with an arbitrary --user
             "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "2", "MEDSSL_OFFLINE": "1", "LANG": "C.UTF-8",
             "CONFINE_ALLOW": os.pathsep.join([str(self.out), str(self.tmp), "/dev"]), "CONFINE_LOG": str(self.log),
         }
