@@ -57,6 +57,7 @@ in an extra column, and each dataset section lists the published numbers in a ta
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -66,9 +67,10 @@ from pathlib import Path
 import numpy as np
 
 from medssl.core.atomic import write_atomic_bytes, write_atomic_text
+from medssl.errors import DataError
 from medssl.eval.tables import ci_cell, markdown_table, mean_ci, write_csv
 
-__all__ = ["PUBLISHED_MEDMNIST_V2", "auto_baseline", "render_report", "summarize", "write_results"]
+__all__ = ["PUBLISHED_MEDMNIST_V2", "auto_baseline", "read_results_csv", "render_report", "summarize", "write_results"]
 
 #: Test AUC / ACC of supervised baselines trained on 100 % of the labels, MedMNIST v2 (Yang et al.,
 #: Scientific Data 2023, Tables 3-4); key ``<arch>_<input size>``, ``_3d`` for the "+3D" ResNets.
@@ -121,6 +123,35 @@ def write_results(results: dict, out_dir: str | Path) -> list[Path]:
     if plain.get("ood"):
         paths.append(write_csv(out_dir / "ood.csv", plain["ood"], OOD_COLUMNS, skip=("roc",)))
     return paths
+
+
+#: results.csv columns read back as numbers (the rest stay strings); an empty cell is ``None``
+_CSV_FLOATS = ("fraction", "acc", "balanced_acc", "auroc", "val_auroc", "time_s")
+_CSV_INTS = ("pretrain_seed", "seed", "n_train")
+
+
+def read_results_csv(path: str | Path) -> dict:
+    """Read a ``results.csv`` written by :func:`write_results` back into the ``results`` structure
+    (``{"records": [...]}``), typed as :func:`render_report` expects, so a report can be re-rendered
+    by the current code from the CSV alone (OOD ROC points and pretraining summaries are not in it).
+
+    Raises:
+        DataError: the file is missing or lacks a column of :data:`RECORD_COLUMNS` but ``pretrain_seed``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such results file")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [c for c in RECORD_COLUMNS if c != "pretrain_seed" and rows and c not in rows[0]]
+    if not rows or missing:
+        raise DataError(f"{path}: not a medssl results.csv ({'no rows' if not rows else 'missing ' + ', '.join(missing)})")
+    for r in rows:
+        for keys, cast in ((_CSV_FLOATS, float), (_CSV_INTS, int)):
+            for k in keys:
+                if k in r:
+                    r[k] = cast(r[k]) if r[k] not in ("", None) else None
+    return {"records": rows}
 
 
 # ---------------------------------------------------------------- formatting
@@ -512,3 +543,37 @@ def render_report(results: dict, out_dir: str | Path, published: dict | None = N
     if ood:
         lines += _ood_section(ood, out_dir)
     return write_atomic_text(out_dir / "report.md", "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m medssl.medmnist.report RESULTS_CSV --out DIR [--meta KEY=VALUE ...]``: re-render a
+    report with the current code from a stored ``results.csv`` (e.g. to state which variance each
+    interval covers in a report made by an older version); ``--meta`` lines go at the top."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m medssl.medmnist.report", description=main.__doc__)
+    ap.add_argument("results_csv")
+    ap.add_argument("--out", required=True, help="folder for report.md and the PNGs")
+    ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a line at the top (repeatable)")
+    ap.add_argument("--baseline", default="auto", help="entry the paired tables compare against")
+    args = ap.parse_args(argv)
+    try:
+        results = read_results_csv(args.results_csv)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --meta {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        meta[key.strip()] = value.strip()
+    results["meta"] = meta
+    print(render_report(results, args.out, baseline=args.baseline))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

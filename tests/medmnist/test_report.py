@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medssl.eval.tables import mean_ci
-from medssl.medmnist.report import PUBLISHED_MEDMNIST_V2, render_report, write_results
+from medssl.medmnist.report import PUBLISHED_MEDMNIST_V2, main, read_results_csv, render_report, write_results
 
 
 def _results() -> dict:
@@ -76,6 +76,37 @@ def test_write_results_roundtrip(tmp_path):
     assert len(ood_rows) == 4 and "roc" not in ood_rows[0]
     # a report renders the same from the stored JSON (nan -> null)
     assert render_report(stored, tmp_path / "again").read_text() == render_report(results, tmp_path / "r").read_text()
+
+
+def test_report_rerendered_from_results_csv(tmp_path, capsys):
+    """results.csv alone is enough to re-render the tables with the current code: the numbers come
+    back typed (float fraction and metrics, int seeds, nan -> None) and the tables are the same as
+    from the records themselves; the module's entry point writes it with --meta lines on top."""
+    results = _results()
+    results.pop("ood")
+    write_results(results, tmp_path / "run")
+    back = read_results_csv(tmp_path / "run" / "results.csv")
+    assert len(back["records"]) == len(results["records"])
+    first, last = back["records"][0], back["records"][-1]
+    assert first["fraction"] == 0.01 and first["seed"] == 0 and first["acc"] == pytest.approx(0.79)
+    assert last["auroc"] is None
+    direct = render_report({"records": results["records"]}, tmp_path / "direct").read_text()
+    assert render_report(back, tmp_path / "from_csv").read_text() == direct
+    assert main([str(tmp_path / "run" / "results.csv"), "--out", str(tmp_path / "cli"),
+                 "--meta", "made with=medssl before issue 12"]) == 0
+    text = (tmp_path / "cli" / "report.md").read_text()
+    assert text.startswith("# MedMNIST evaluation report\n\n- made with: medssl before issue 12\n")
+    assert "| 100% | supervised | 0.800 ± 0.025 (n=3) |" in text
+
+
+def test_results_csv_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert main([str(tmp_path / "other.csv"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'other.csv'}: not a medssl results.csv (missing dataset,")
+    assert "Traceback" not in err and not (tmp_path / "r").exists()
+    assert main([str(tmp_path / "none.csv"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such results file" in capsys.readouterr().err
 
 
 def test_paired_differences_against_the_baseline(tmp_path):
