@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medssl.errors import DataError
+from medssl.eval.claims import verdict
 from medssl.eval.tables import markdown_table, sd_cell
 
 
@@ -78,7 +79,7 @@ PRESETS = {
             ("local_lr", "random", "pretraining (G^D + L^R) beats random init with few labels"),
             ("global_gd", "global_gr", "domain-specific positives (G^D) beat SimCLR-like G^R"),
             ("local_lr", "global_gd", "the local loss adds to the global one (G^D + L^R > G^D)"),
-            ("local_ld", "local_lr", "L^D against L^R (the official pipeline recommends L^R)"),
+            ("local_lr", "local_ld", "L^R beats L^D (the local loss the official pipeline recommends)"),
         ),
     ),
 }
@@ -158,8 +159,9 @@ def _per_class(root: Path, p: Preset, table: dict, n: int) -> list[str]:
 
 
 def _claims(root: Path, p: Preset, labeled: list[int], num_seeds: int) -> list[str]:
-    """Paired (same N, same seed: same labeled volumes) Dice differences for the paper's claims."""
-    rows = []
+    """Paired (same N, same seed: same labeled volumes) Dice differences for the paper's claims, and
+    a verdict per claim and N (:func:`medssl.eval.claims.verdict`)."""
+    rows, verdicts = [], []
     for a, b, claim in p.claims:
         cells, wins, total = [], 0, 0
         for n in labeled:
@@ -169,6 +171,8 @@ def _claims(root: Path, p: Preset, labeled: list[int], num_seeds: int) -> list[s
             wins += sum(d > 0 for d in diffs)
             total += len(diffs)
             cells.append(sd_cell(diffs, signed=True, empty="—"))
+            if diffs:
+                verdicts.append(verdict(diffs, f"N = {n}: {claim}"))
         if total:
             rows.append([f"{p.inits[a]} − {p.inits[b]}", claim, *cells, f"{wins} of {total}"])
     if not rows:
@@ -177,7 +181,11 @@ def _claims(root: Path, p: Preset, labeled: list[int], num_seeds: int) -> list[s
     return ["## The paper's claims, paired by seed", "",
             "Δ = Dice of the first initialisation minus the second, on the same labeled volumes (same N and seed); "
             f"mean ± sd over seeds. With {num_seeds} seeds sharing one pretraining per strategy, a difference smaller "
-            "than its spread is not evidence either way.", "", *markdown_table(header, rows), ""]
+            "than its spread is not evidence either way.", "", *markdown_table(header, rows), "",
+            "## Does the paper's claim hold here?", "",
+            "**reproduced**: better in every paired seed; *reproduced on average*: mean above the seed spread; "
+            "otherwise **not reproduced**. The spread covers fine-tuning, not pretraining (one pretraining per "
+            "strategy).", "", *[f"- {v}" for v in verdicts], ""]
 
 
 def build_report(root: Path, labeled: list[int], png_name: str | None = None, preset: str = "phantoms") -> str:

@@ -27,6 +27,7 @@ import statistics
 from pathlib import Path
 
 from medssl.errors import DataError
+from medssl.eval.claims import verdict as _verdict
 from medssl.eval.tables import markdown_table, sd_cell
 
 #: ablation arm -> (short label, the one factor it changes from the arm before it). Order matters.
@@ -92,20 +93,6 @@ def _delta_cell(d: list[float]) -> str:
         return "—"
     wins = sum(x > 0 for x in d)
     return f"{sd_cell(d, signed=True)} ({wins}/{len(d)} seeds > 0: " + " ".join(f"{x:+.3f}" for x in d) + ")"
-
-
-def _verdict(gain: list[float], label: str) -> str:
-    n = len(gain)
-    if n < 2:
-        return f"{label}: too few paired seeds to say (n={n})"
-    mean, sd = statistics.mean(gain), statistics.stdev(gain)
-    if mean > 0 and all(g > 0 for g in gain):
-        return f"{label}: **reproduced** (+{mean:.3f} Dice, better in every seed, n={n})"
-    if mean > sd:
-        return f"{label}: reproduced on average (+{mean:.3f} ± {sd:.3f}, n={n}), not in every seed"
-    if mean > 0:
-        return f"{label}: **not reproduced** (+{mean:.3f} ± {sd:.3f}, n={n}: within the seed spread)"
-    return f"{label}: **not reproduced** ({mean:+.3f} ± {sd:.3f}, n={n})"
 
 
 def build_report(root: Path, ablation_n: int = 4, png_name: str | None = None) -> str:

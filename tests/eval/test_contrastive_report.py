@@ -70,6 +70,13 @@ def test_hippocampus_preset_per_class_claims_and_shared_pretraining(tmp_path):
     assert f"+{statistics.mean(diffs):.3f} ± {statistics.stdev(diffs):.3f}" in row and "3 of 3" in row
     assert not any(ln.startswith("| G^D + L^D |") for ln in text.splitlines())  # no runs: no row
     assert "Compute used: 20 min of pretraining and 24 min of fine-tuning" in text
+    # verdicts per claim and N: better in every seed / mean within the spread (+0.03, -0.01, +0.06)
+    assert ("- N = 2: pretraining (G^D + L^R) beats random init with few labels: **reproduced** "
+            f"(+{statistics.mean(diffs):.3f} Dice, better in every seed, n=3)") in text
+    gd_gr = [0.03, -0.01, 0.06]
+    assert ("- N = 2: domain-specific positives (G^D) beat SimCLR-like G^R: **not reproduced** "
+            f"(+{statistics.mean(gd_gr):.3f} ± {statistics.stdev(gd_gr):.3f}, n=3: within the seed spread)") in text
+    assert "L^R beats L^D" not in text.split("## Does the paper's claim hold here?")[1]  # no L^D runs: no verdict
     out = tmp_path / "rep" / "h.md"
     assert main([str(tmp_path), "--preset", "hippocampus", "--labeled", "2", "--out", str(out)]) == 0
     assert out.is_file() and (tmp_path / "rep" / "h.png").is_file()
