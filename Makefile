@@ -194,7 +194,7 @@ hippo-contrastive: install hippo-data
 	  --out $(HC_REPORT)
 
 # MedMNIST SSL with pretraining seeds (issue 12): SimCLR, BYOL, MoCo v3 and random init on BreastMNIST,
-# 3 pretraining seeds x 5 eval seeds, linear + kNN at 1 / 10 / 100 % labels; about 2 h on 2 idle
+# 3 pretraining seeds x 5 eval seeds (40 pretraining epochs), linear + kNN at 1 / 10 / 100 % labels; about 1.2 h on 2 idle
 # cores (budget in the recipe's comments). Resumes when run again. Copies the report, its plots and
 # results.csv to reports/breastmnist_seeds/.
 MEDMNIST_ROOT ?= ../shared/data/medmnist
