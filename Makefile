@@ -163,7 +163,8 @@ contrastive-recipes: install sample-data
 # training volumes without labels; the 3 seeds of an arm share that pretraining, so their spread
 # covers fine-tuning, not pretraining (the report says so). Order: G^R and G^D, then L^R and L^D
 # (on the G^D encoder), then the 45 fine-tunes, JOBS at a time, one torch thread each
-# (scripts/run_one.sh: skips finished runs, resumes interrupted ones, logs to OUT.log).
+# (scripts/run_one.sh: skips finished runs, resumes interrupted ones, logs to OUT.log), then one
+# full-supervision reference (all 145 pool volumes labeled, same budget).
 # Budget, measured with one torch thread while other jobs loaded the 2 cores (load average ~4):
 # global 0.077 s/step and local 0.118 s/step (bf16), fine-tuning 0.07-0.14 s/step + 4-6 s per
 # validation + ~15 s start and test. G^R || G^D 5000 steps (~7 min), L^R || L^D 5000 steps
@@ -175,6 +176,8 @@ HC_OUT ?= runs/hippo_contrastive
 HC_SEEDS ?= 0 1 2
 HC_LABELED ?= 1 2 5
 HC_ARMS ?= random global_gr global_gd local_lr local_ld
+# the full-supervision reference (the paper's "closing the gap"): random init on all 145 pool volumes, one seed
+HC_FULL ?= 145
 HC_CFG := configs/hippocampus
 HC_REPORT ?= reports/hippocampus_contrastive.md
 HC_RUN := MEDSSL=$(BIN)/medssl xargs -P $(JOBS) -L 1 scripts/run_one.sh
@@ -190,8 +193,9 @@ hippo-contrastive: install hippo-data
 	  src=$$(test $$arm = random && echo null || echo $(HC_OUT)/$$arm/checkpoints/last.ckpt); \
 	  echo "$(HC_OUT)/ft-$$arm-n$$n-s$$s $(HC_CFG)/contrastive_finetune_2d.yaml --set name=ft-$$arm-n$$n --set init_from=$$src --set data.num_labeled=$$n --set data.labeled_seed=$$s --set trainer.seed=$$s --set data.root=$(HIPPO_DATA)"; \
 	done; done; done | $(HC_RUN)
+	@echo "$(HC_OUT)/ft-random-n$(HC_FULL)-s0 $(HC_CFG)/contrastive_finetune_2d.yaml --set name=ft-random-n$(HC_FULL) --set init_from=null --set data.num_labeled=$(HC_FULL) --set data.labeled_seed=0 --set trainer.seed=0 --set data.root=$(HIPPO_DATA)" | $(HC_RUN)
 	$(BIN)/python -m medssl.eval.contrastive_report $(HC_OUT) --preset hippocampus --labeled $(HC_LABELED) \
-	  --out $(HC_REPORT)
+	  --full $(HC_FULL) --out $(HC_REPORT)
 
 # MedMNIST SSL with pretraining seeds (issue 12): SimCLR, BYOL, MoCo v3 and random init on BreastMNIST,
 # 3 pretraining seeds x 5 eval seeds (40 pretraining epochs), linear + kNN at 1 / 10 / 100 % labels; about 1.2 h on 2 idle

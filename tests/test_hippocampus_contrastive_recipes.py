@@ -92,5 +92,8 @@ def test_make_target_runs_the_issue_grid():
     assert "init_from=$(HC_OUT)/global_gd/checkpoints/last.ckpt" in target
     assert "--set data.labeled_seed=$$s --set trainer.seed=$$s" in target
     assert "--preset hippocampus" in target and "reports/hippocampus_contrastive.md" in text
+    # the full-supervision reference: random init on every pool volume, named to the report
+    assert re.search(r"^HC_FULL \?= 145$", text, re.M) and "--full $(HC_FULL)" in target
+    assert "ft-random-n$(HC_FULL)-s0" in target and "--set data.num_labeled=$(HC_FULL)" in target
     # appended at the end of the Makefile
     assert target.rstrip().endswith("--out $(HC_REPORT)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,7 +189,38 @@ def _claims(root: Path, p: Preset, labeled: list[int], num_seeds: int) -> list[s
             "strategy).", "", *[f"- {v}" for v in verdicts], ""]
 
 
-def build_report(root: Path, labeled: list[int], png_name: str | None = None, preset: str = "phantoms") -> str:
+def _gap(root: Path, p: Preset, table: dict, labeled: list[int], full_n: int) -> list[str]:
+    """The paper's "closing the gap" claim: the share of the distance from random init (N labeled)
+    to random init trained on all ``full_n`` labeled volumes with the same budget that each
+    initialisation covers, (mean_init - mean_random) / (mean_full - mean_random), per N."""
+    full = [_dice(r) for r in _runs(root, "random", full_n)]
+    if not full or "random" not in table:
+        return []
+    ref = statistics.mean(full)
+    rows = []
+    for init, row in table.items():
+        if init == "random":
+            continue
+        cells = []
+        for n in labeled:
+            base, here = table["random"].get(n), row.get(n)
+            if not base or not here or ref <= statistics.mean(base):
+                cells.append("—")
+                continue
+            share = (statistics.mean(here) - statistics.mean(base)) / (ref - statistics.mean(base))
+            cells.append(f"{share * 100:+.0f} %")
+        rows.append([p.inits[init], *cells])
+    seeds = ", ".join(str(_seed(r)) for r in _runs(root, "random", full_n))
+    return ["## The gap to full supervision", "",
+            f"Full supervision: random init fine-tuned on all {full_n} labeled volumes of the pool with the same "
+            f"budget, test Dice {sd_cell(full)} (seed {seeds}). Share of the gap between random init with N labeled "
+            "volumes and full supervision that each pretraining closes (the paper: pretraining closes much of it "
+            "with 2 volumes; 100 % = as good as full supervision):", "",
+            *markdown_table(["initialisation", *[f"N = {n}" for n in labeled]], rows), ""]
+
+
+def build_report(root: Path, labeled: list[int], png_name: str | None = None, preset: str = "phantoms",
+                 full_n: int | None = None) -> str:
     from medssl.eval.compare import compare_runs
 
     root = Path(root)
@@ -199,8 +231,9 @@ def build_report(root: Path, labeled: list[int], png_name: str | None = None, pr
     if stages:
         lines += [f"{p.pool}: " + "; ".join(stages) + ".", ""]
     seeds = sorted({_seed(r) for init in table for n in labeled for r in _runs(root, init, n)})
-    ft_wall = sum(float(json.loads((r / "metrics.json").read_text()).get("wall_time_s") or 0.0)
-                  for init in table for n in labeled for r in _runs(root, init, n))
+    ft_runs = [r for init in table for n in labeled for r in _runs(root, init, n)]
+    ft_runs += _runs(root, "random", full_n) if full_n else []
+    ft_wall = sum(float(json.loads((r / "metrics.json").read_text()).get("wall_time_s") or 0.0) for r in ft_runs)
     lines += [f"{p.test}, mean ± sd over seeds; each seed fine-tunes on its own random choice of labeled volumes "
               "(data.labeled_seed = seed) with the same budget. **Every strategy was pretrained once: the seeds of "
               "an initialisation share one pretraining**, so the spread covers fine-tuning (which volumes are "
@@ -214,6 +247,8 @@ def build_report(root: Path, labeled: list[int], png_name: str | None = None, pr
         lines += [f"![Dice vs labeled volumes]({png_name})", ""]
     if p.claims:
         lines += _claims(root, p, labeled, len(seeds))
+        if full_n:
+            lines += _gap(root, p, table, labeled, full_n)
         lines += [f"Compute used: {pre_wall / 60:.0f} min of pretraining and {ft_wall / 60:.0f} min of fine-tuning "
                   f"(sums of the runs' wall times; seeds {', '.join(map(str, seeds))}).", ""]
     for n in labeled:
@@ -236,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labeled", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="phantoms",
                     help="which recipe set the runs are (names of the inits and stages)")
+    ap.add_argument("--full", type=int, default=None, metavar="N",
+                    help="the runs ft-random-n<N>-s* trained on all N labeled volumes: the full-supervision reference")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     png = args.out.with_suffix(".png")
     plot(collect(args.root, args.labeled, args.preset), args.labeled, png, args.preset)
-    text = build_report(args.root, args.labeled, png_name=png.name, preset=args.preset)
+    text = build_report(args.root, args.labeled, png_name=png.name, preset=args.preset, full_n=args.full)
     write_atomic_text(args.out, text)
     print(text)
     return 0
