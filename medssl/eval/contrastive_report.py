@@ -193,7 +193,8 @@ def _gap(root: Path, p: Preset, table: dict, labeled: list[int], full_n: int) ->
     """The paper's "closing the gap" claim: the share of the distance from random init (N labeled)
     to random init trained on all ``full_n`` labeled volumes with the same budget that each
     initialisation covers, (mean_init - mean_random) / (mean_full - mean_random), per N."""
-    full = [_dice(r) for r in _runs(root, "random", full_n)]
+    full_runs = _runs(root, "random", full_n)
+    full = [_dice(r) for r in full_runs]
     if not full or "random" not in table:
         return []
     ref = statistics.mean(full)
@@ -203,14 +204,13 @@ def _gap(root: Path, p: Preset, table: dict, labeled: list[int], full_n: int) ->
             continue
         cells = []
         for n in labeled:
-            base, here = table["random"].get(n), row.get(n)
-            if not base or not here or ref <= statistics.mean(base):
+            base = statistics.mean(table["random"][n]) if table["random"].get(n) else None
+            if base is None or not row.get(n) or ref <= base:
                 cells.append("—")
                 continue
-            share = (statistics.mean(here) - statistics.mean(base)) / (ref - statistics.mean(base))
-            cells.append(f"{share * 100:+.0f} %")
+            cells.append(f"{(statistics.mean(row[n]) - base) / (ref - base) * 100:+.0f} %")
         rows.append([p.inits[init], *cells])
-    seeds = ", ".join(str(_seed(r)) for r in _runs(root, "random", full_n))
+    seeds = ", ".join(str(_seed(r)) for r in full_runs)
     return ["## The gap to full supervision", "",
             f"Full supervision: random init fine-tuned on all {full_n} labeled volumes of the pool with the same "
             f"budget, test Dice {sd_cell(full)} (seed {seeds}). Share of the gap between random init with N labeled "

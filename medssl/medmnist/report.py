@@ -140,12 +140,12 @@ def read_results_csv(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such results file")
+        raise DataError("no such results file", path)
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     missing = [c for c in RECORD_COLUMNS if c != "pretrain_seed" and rows and c not in rows[0]]
     if not rows or missing:
-        raise DataError(f"{path}: not a medssl results.csv ({'no rows' if not rows else 'missing ' + ', '.join(missing)})")
+        raise DataError(f"not a medssl results.csv ({'no rows' if not rows else 'missing ' + ', '.join(missing)})", path)
     for r in rows:
         for keys, cast in ((_CSV_FLOATS, float), (_CSV_INTS, int)):
             for k in keys:
